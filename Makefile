@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: install test lint format demo lock clean help
+.PHONY: install test lint format demo lock clean help build push smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,7 @@ test: $(STAMP)  ## run the test suite
 lint: $(STAMP)  ## ruff and hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
@@ -40,6 +41,28 @@ demo: $(STAMP)  ## synthesise a dataset and build its training channel
 lock:  ## re-resolve requirements*.in into the lock files
 	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
 	$(UV) pip compile requirements-dev.in -c requirements.lock --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-dev.lock
+
+# ---- image (needs Docker): make build [CPU=1], make push, make smoke [GPU=1] ----
+IMAGE ?= tf-object-detection:latest
+REPOSITORY ?= tf-object-detection
+TAG ?= latest
+SMOKE_DIR ?= smoke_output
+SMOKE_STEPS ?= 20
+CPU_BASE_IMAGE := tensorflow/tensorflow:2.20.0
+
+build:  ## docker build the training image (GPU base; CPU=1 for the CPU base)
+	docker build $(if $(filter 1,$(CPU)),--build-arg BASE_IMAGE=$(CPU_BASE_IMAGE)) -t $(IMAGE) .
+
+push: $(STAMP)  ## push IMAGE to ECR (creates REPOSITORY, logs Docker in via boto3), print its URI
+	$(PY) -m launch push $(IMAGE) --repository $(REPOSITORY) --tag $(TAG)
+
+smoke: $(STAMP)  ## docker run IMAGE train on a synthetic channel mounted at /opt/ml (GPU=1: --gpus all)
+	rm -rf $(SMOKE_DIR)
+	$(PY) -m data_prep synth $(SMOKE_DIR)/voc
+	$(PY) -m data_prep build $(SMOKE_DIR)/voc $(SMOKE_DIR)/channel
+	$(PY) -m launch local $(SMOKE_DIR)/channel --base-dir $(SMOKE_DIR)/opt_ml --copy-channels --prepare-only --hp num_steps=$(SMOKE_STEPS)
+	docker run --rm $(if $(filter 1,$(GPU)),--gpus all) --user $$(id -u):$$(id -g) -e HOME=/tmp -v $(abspath $(SMOKE_DIR))/opt_ml:/opt/ml $(IMAGE) train
+	ls -l $(SMOKE_DIR)/opt_ml/model
 
 clean:  ## remove the virtual environment and demo output
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from data_prep.errors import DataPrepError
+
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.DOTALL)
 _ID_RE = re.compile(r"\bid\s*:\s*(\d+)")
 _NAME_RE = re.compile(r"\b(?:display_)?name\s*:\s*[\"']((?:[^\"'\\]|\\.)*)[\"']")
 
 
-class LabelMapError(ValueError):
+class LabelMapError(DataPrepError):
     """A label map that cannot be used; the message says which and how to fix it."""
 
 

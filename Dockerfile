@@ -1,0 +1,46 @@
+# The SageMaker training image: `docker run IMAGE train` runs exactly `python -m container train`.
+#
+#   GPU (default): docker build -t tf-object-detection .
+#   CPU:           docker build --build-arg BASE_IMAGE=tensorflow/tensorflow:2.20.0 -t tf-od:cpu .
+#
+# The base brings TensorFlow 2.20.0 (and, for -gpu, its CUDA/cuDNN stack); requirements.lock,
+# the same lock the tests run against, pins everything else at the tested versions.
+ARG BASE_IMAGE=tensorflow/tensorflow:2.20.0-gpu
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    MPLBACKEND=Agg \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    KERAS_HOME=/tmp/keras \
+    PYTHONPATH=/opt/program
+
+# --no-deps: the lock is complete and exact, so pip installs precisely its pins; the base's
+# TensorFlow 2.20.0 satisfies the tensorflow pin and keeps its CUDA libraries. The lock is
+# resolved for Python 3.11, so a base with another Python fails here, with the reason.
+COPY requirements.lock /tmp/requirements.lock
+RUN python3 -c "import sys; v = sys.version_info[:2]; assert v == (3, 11), \
+f'requirements.lock is resolved for Python 3.11; base image has {v}; pick a 3.11 base'" \
+    && python3 -m pip install --no-cache-dir --no-deps --requirement /tmp/requirements.lock \
+    && rm -f /tmp/requirements.lock \
+    && rm -rf /root/.cache
+
+# SageMaker mounts /opt/ml/{input,model,checkpoints,output} owned by root and runs the image's
+# user there, so training keeps root on SageMaker. Locally the image runs as any user
+# (make smoke uses --user with the caller's uid); `trainer` is a named one for convenience.
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
+    && mkdir -p /opt/ml /opt/program \
+    && printf '#!/bin/sh\nexec python3 -m container train "$@"\n' > /usr/local/bin/train \
+    && chmod 0755 /usr/local/bin/train
+
+WORKDIR /opt/program
+COPY data_prep/ /opt/program/data_prep/
+COPY container/ /opt/program/container/
+
+# Exec form: python is PID 1 and receives SageMaker's SIGTERM itself (spot stop -> checkpoint).
+ENTRYPOINT ["python3", "-m", "container"]
+CMD ["train"]

@@ -1,0 +1,108 @@
+"""`python -m container [train]`: what the image runs (SageMaker passes `train`, or nothing).
+
+Exit codes: 0 done (also after a clean SIGTERM stop), 1 bad input (message in
+output/failure), 2 internal error (traceback in the log, summary in output/failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from container.errors import UserError
+from container.hyperparameters import describe
+from container.presets import PRESETS
+from container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
+
+logger = logging.getLogger("container")
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 2
+
+
+def _epilog() -> str:
+    rows = "\n".join(
+        f"  {name:27} {kind:5} {default:34} {meaning}"
+        for name, kind, default, meaning in describe()
+    )
+    presets = "\n".join(f"  {p.name:34} {p.description}" for p in PRESETS.values())
+    return (
+        f"hyperparameters (input/config/hyperparameters.json, all strings):\n{rows}\n\n"
+        f"presets (hyperparameter `model`):\n{presets}\n\n"
+        f"{BASE_DIR_ENV} moves the SageMaker tree (default {DEFAULT_BASE_DIR})."
+    )
+
+
+def write_failure(env: SageMakerEnv, message: str) -> None:
+    try:
+        env.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = env.failure_file.with_name("failure.tmp")
+        tmp.write_text(message.strip() + "\n", encoding="utf-8")
+        tmp.replace(env.failure_file)
+    except OSError:
+        logger.exception("could not write %s", env.failure_file)
+
+
+def train(env: SageMakerEnv) -> int:
+    from container.job import run_train_job
+
+    try:
+        report = run_train_job(env)
+    except UserError as error:
+        message = " ".join(str(error).split())
+        logger.error("training failed: %s", message)
+        write_failure(env, message)
+        return EXIT_USER_ERROR
+    except Exception as error:
+        logger.error("internal error:\n%s", traceback.format_exc())
+        write_failure(
+            env,
+            f"internal error ({type(error).__name__}: {' '.join(str(error).split())[:500]}); "
+            "this is a bug in the training container, not in your data: the full traceback "
+            "is in the job's log; please report it with the log attached.",
+        )
+        return EXIT_INTERNAL_ERROR
+    evaluated = report.get("eval")
+    if evaluated:
+        overall = evaluated["overall"]
+        logger.info(
+            "done at step %d: AP=%.4f AP50=%.4f", report["step"], overall["AP"], overall["AP50"]
+        )
+    else:
+        logger.info("done at step %d (%s)", report["step"], report["note"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m container",
+        description="SageMaker training container for Model Garden RetinaNet object detection.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="train",
+        choices=["train"],
+        help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    env = SageMakerEnv.from_environ()
+    logger.info("SageMaker base dir: %s", env.base_dir)
+    if args.command == "train":
+        return train(env)
+    return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Find and check what the training (and checkpoint) channel holds before training starts."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from container.errors import UserError
+from data_prep import schema
+from data_prep.label_map import LabelMapError, parse_label_map
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_YAML = "pipeline.yaml"
+PIPELINE_CONFIG = "pipeline.config"
+# Label ids are checked on at most this many records per split (a full scan of a large
+# dataset would cost minutes before training starts).
+LABEL_SCAN_LIMIT = 20000
+
+
+@dataclass(frozen=True)
+class Channel:
+    directory: pathlib.Path
+    train_shards: list[str]
+    eval_shards: list[str]
+    label_map: dict[int, str]
+    pipeline_yaml: pathlib.Path | None
+    pipeline_config: pathlib.Path | None
+
+    @property
+    def label_map_file(self) -> pathlib.Path:
+        return self.directory / schema.LABEL_MAP_FILE
+
+    def pattern(self, split: str) -> str:
+        return str(self.directory / schema.shard_glob(split))
+
+
+def read_channel(directory: pathlib.Path) -> Channel:
+    """The channel's shards, label map and optional configs; UserError if it cannot be used."""
+    build_hint = "build one with `python -m data_prep build IMAGES_DIR CHANNEL_DIR`"
+    if not directory.is_dir():
+        raise UserError(f"training channel {directory} does not exist; {build_hint}")
+    train = sorted(str(p) for p in directory.glob(schema.shard_glob(schema.TRAIN_SPLIT)))
+    evals = sorted(str(p) for p in directory.glob(schema.shard_glob(schema.EVAL_SPLIT)))
+    if not train:
+        found = sorted(p.name for p in directory.iterdir())[:8]
+        raise UserError(
+            f"training channel {directory} has no {schema.shard_glob(schema.TRAIN_SPLIT)} "
+            f"shards (it holds: {', '.join(found) or 'nothing'}); {build_hint}"
+        )
+    label_map_file = directory / schema.LABEL_MAP_FILE
+    if not label_map_file.is_file():
+        raise UserError(
+            f"training channel {directory} has no {schema.LABEL_MAP_FILE}; {build_hint}, "
+            "or add one with an item { id: N name: '...' } per class"
+        )
+    try:
+        label_map = parse_label_map(
+            label_map_file.read_text(encoding="utf-8"), source=str(label_map_file)
+        )
+    except LabelMapError as error:
+        raise UserError(str(error)) from error
+    if sorted(label_map) != list(range(1, len(label_map) + 1)):
+        raise UserError(
+            f"{label_map_file}: ids must be 1..N without gaps (got {sorted(label_map)}); "
+            "renumber the items"
+        )
+    yaml_file = directory / PIPELINE_YAML
+    config_file = directory / PIPELINE_CONFIG
+    return Channel(
+        directory=directory,
+        train_shards=train,
+        eval_shards=evals,
+        label_map=label_map,
+        pipeline_yaml=yaml_file if yaml_file.is_file() else None,
+        pipeline_config=config_file if config_file.is_file() else None,
+    )
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    num_examples: int
+    label_ids: frozenset[int]
+    scanned_all: bool
+
+
+def scan_split(shards: list[str], limit: int = LABEL_SCAN_LIMIT) -> SplitSummary:
+    """Count the records of `shards` and collect the class ids of the first `limit`."""
+    features = {schema.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
+    count = 0
+    label_ids: set[int] = set()
+    for shard in shards:
+        try:
+            for record in tf.data.TFRecordDataset(shard):
+                if count < limit:
+                    parsed = tf.io.parse_single_example(record, features)
+                    label_ids.update(int(v) for v in parsed[schema.CLASS_LABEL].values.numpy())
+                count += 1
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            reason = error.message.splitlines()[0]
+            raise UserError(
+                f"{shard}: not a readable TFRecord of tf.train.Example ({reason}); "
+                "rebuild the channel with `python -m data_prep build`"
+            ) from error
+    return SplitSummary(count, frozenset(label_ids), count <= limit)
+
+
+def check_labels(summary: SplitSummary, split: str, label_map: dict[int, str], where: str) -> None:
+    unknown = sorted(summary.label_ids - set(label_map))
+    if unknown:
+        raise UserError(
+            f"the {split} shards in {where} use class id(s) {unknown} that "
+            f"{schema.LABEL_MAP_FILE} lacks (it has {sorted(label_map)}); rebuild the channel "
+            f"with the same label map, or add the missing ids to {schema.LABEL_MAP_FILE}"
+        )
+
+
+def find_checkpoint(directory: pathlib.Path) -> str | None:
+    """The checkpoint prefix in the checkpoint channel; None when the channel is absent/empty."""
+    if not directory.is_dir() or not any(directory.iterdir()):
+        return None
+    prefix = tf.train.latest_checkpoint(str(directory))
+    if prefix is None:
+        indexes = sorted(directory.rglob("*.index"), key=lambda p: p.stat().st_mtime)
+        if indexes:
+            prefix = str(indexes[-1].with_suffix(""))
+    if prefix is None:
+        found = sorted(p.name for p in directory.iterdir())[:8]
+        raise UserError(
+            f"checkpoint channel {directory} holds no TensorFlow checkpoint (no ckpt-N.index "
+            f"files; it holds: {', '.join(found)}); point it at an earlier job's checkpoints "
+            "or remove the channel"
+        )
+    try:
+        tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as error:
+        raise UserError(
+            f"checkpoint channel {directory}: {prefix} cannot be read "
+            f"({str(error).splitlines()[0]}); upload the complete ckpt-N.index and "
+            "ckpt-N.data-* files"
+        ) from error
+    return prefix

@@ -1,0 +1,279 @@
+"""Edge exports: frozen graph, TFLite (float always; fp16 or int8 on request), `export.json`.
+
+Every file is evaluated on the eval shards with the Pi-side code (`edge.evaluate`), and a
+quantised file ships only if its AP50 is at least `AP50_RATIO_FLOOR` of the float model's;
+otherwise the float file stays the answer, export.json says why, and the safer variant is tried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from container import export_frozen, export_tflite
+from data_prep import schema
+from edge import detect as edge_detect
+from edge import evaluate as edge_evaluate
+from edge.preprocess import letterbox
+
+log = logging.getLogger(__name__)
+
+EXPORT_JSON = "export.json"
+FROZEN_GRAPH = "frozen_inference_graph.pb"
+FLOAT_TFLITE = "model.tflite"
+# A quantised model must keep this share of the float model's AP50 to ship.
+AP50_RATIO_FLOOR = 0.97
+# Evaluating more than this many images adds time, not information, to the gate.
+MAX_EVAL_IMAGES = 500
+
+# inference_type -> (file name, recipes to try in order: the preferred one, then safer ones).
+QUANTIZED_FILES = {
+    # FLOAT keeps float arithmetic: float16 weights halve the file. (Dynamic-range int8 weights,
+    # the TF1 image's FLOAT, measured ~3x slower than float on CPU: hybrid kernels.)
+    "FLOAT": ("model_fp16.tflite", ("fp16",)),
+    "QUANTIZED_UINT8": ("model_int8.tflite", ("int8", "int8_float_io")),
+    "INT8": ("model_int8.tflite", ("int8", "int8_float_io")),
+}
+
+
+def _write_bytes_atomically(path: pathlib.Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def _tflite_input_size(params) -> tuple[int, int]:
+    """The network's input: the training size, padded to a multiple of 2**max_level."""
+    from official.vision.ops import preprocess_ops
+
+    size = list(params.task.model.input_size[:2])
+    if params.task.train_data.parser.pad:
+        padded = preprocess_ops.compute_padded_size(size, 2**params.task.model.max_level)
+        size = [int(v) for v in np.asarray(padded).reshape(-1)]
+    return size[0], size[1]
+
+
+def calibration_images(
+    train_shards: Sequence[str], count: int, height: int, width: int
+) -> list[np.ndarray]:
+    """`count` training images letterboxed exactly as the Pi does, as [1, H, W, 3] uint8."""
+    images = []
+    for sample in edge_evaluate.samples_from_shards(train_shards):
+        pixels, _ = letterbox(sample.image, height, width)
+        images.append(pixels[np.newaxis])
+        if len(images) >= count:
+            break
+    if len(images) < count:
+        log.warning("calibration: asked for %d images, the train shards hold %d", count, len(images))
+    return images
+
+
+def tflite_description(path: pathlib.Path) -> dict[str, Any]:
+    """Input shape/dtype/quantisation and output names of a TFLite file, read back from it."""
+    detector = edge_detect.TfliteDetector(path)
+    scale, zero_point = detector.input["quantization"]
+    return {
+        "input": {
+            "shape": [int(v) for v in detector.input["shape"]],
+            "dtype": np.dtype(detector.input["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero_point)},
+        },
+        "outputs": list(edge_detect.TFLITE_OUTPUTS),
+        "size_bytes": path.stat().st_size,
+    }
+
+
+class _Evaluator:
+    """Scores exports on the same images (loaded once) with the Pi-side code."""
+
+    def __init__(self, eval_shards: Sequence[str], train_shards: Sequence[str], num_classes: int):
+        shards, self.data = list(eval_shards), "eval shards"
+        if not shards:
+            shards, self.data = list(train_shards), "train shards (the channel has no eval shards)"
+        self.samples = list(self._take(edge_evaluate.samples_from_shards(shards)))
+        self.data = f"{len(self.samples)} images from the {self.data}"
+        self.num_classes = num_classes
+
+    @staticmethod
+    def _take(samples: Iterator) -> Iterator:
+        for number, sample in enumerate(samples):
+            if number >= MAX_EVAL_IMAGES:
+                return
+            yield sample
+
+    def score(self, path: pathlib.Path) -> dict[str, Any]:
+        started = time.monotonic()
+        detector = edge_detect.open_detector(path, threads=2)
+        scores = edge_evaluate.evaluate(detector, self.samples, self.num_classes)
+        log.info(
+            "evaluated %s: AP=%.4f AP50=%.4f (%.1f s)",
+            path.name,
+            scores["AP"],
+            scores["AP50"],
+            time.monotonic() - started,
+        )
+        return scores
+
+
+def _named_per_class(scores: dict[str, Any], label_map: dict[int, str]) -> dict[str, Any]:
+    """per_class_AP keyed by class name (index i is label-map id i + 1)."""
+    named = dict(scores)
+    named["per_class_AP"] = {
+        label_map.get(index + 1, str(index)): value
+        for index, value in scores["per_class_AP"].items()
+    }
+    named.pop("seconds", None)
+    return named
+
+
+def quantization_verdict(float_ap50: float, quantized_ap50: float) -> tuple[bool, str]:
+    """Whether a quantised model may ship, and the reason in words."""
+    floor = AP50_RATIO_FLOOR * float_ap50
+    if float_ap50 <= 0.0:
+        return True, "the float model's AP50 is 0, so the gate cannot tell; shipped unverified"
+    ratio = quantized_ap50 / float_ap50
+    if quantized_ap50 >= floor:
+        return True, f"AP50 {quantized_ap50:.4f} is {ratio:.1%} of float's {float_ap50:.4f}"
+    return False, (
+        f"AP50 {quantized_ap50:.4f} is {ratio:.1%} of float's {float_ap50:.4f}, "
+        f"below the {AP50_RATIO_FLOOR:.0%} floor"
+    )
+
+
+def export_edge_models(
+    params,
+    checkpoint_path: str,
+    model_dir: pathlib.Path,
+    *,
+    quantize: bool,
+    inference_type: str,
+    calibration_samples: int,
+    train_shards: list[str],
+    eval_shards: list[str],
+    label_map: dict[int, str],
+) -> dict:
+    """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json."""
+    model_dir = pathlib.Path(model_dir)
+    started = time.monotonic()
+    num_classes = len(label_map)
+    height, width = _tflite_input_size(params)
+    evaluator = _Evaluator(eval_shards, train_shards, num_classes)
+    files: dict[str, Any] = {}
+    log.info("edge exports: input %dx%d, scoring on %s", height, width, evaluator.data)
+
+    saved_model = model_dir / "saved_model"
+    if (saved_model / "saved_model.pb").is_file():
+        files["saved_model"] = {"eval": _named_per_class(evaluator.score(saved_model), label_map)}
+
+    log.info("freezing the serving graph to %s", FROZEN_GRAPH)
+    graph_def = export_frozen.frozen_graph_def(params, checkpoint_path)
+    frozen_path = model_dir / FROZEN_GRAPH
+    _write_bytes_atomically(frozen_path, graph_def.SerializeToString())
+    files[FROZEN_GRAPH] = {
+        "input": {"name": "image_tensor", "shape": [1, None, None, 3], "dtype": "uint8"},
+        "outputs": list(export_frozen.OUTPUT_NAMES),
+        "size_bytes": frozen_path.stat().st_size,
+        "eval": _named_per_class(evaluator.score(frozen_path), label_map),
+    }
+
+    model = export_tflite.build_model(params, height, width)
+    export_tflite.restore(model, checkpoint_path)
+    module = export_tflite.TfliteDetectionModule(params, model, height, width)
+
+    def convert_and_score(recipe_name: str, path: pathlib.Path, calibration=None) -> dict:
+        recipe = export_tflite.RECIPES[recipe_name]
+        log.info("converting %s (%s)", path.name, recipe.description)
+        _write_bytes_atomically(path, export_tflite.convert(module, recipe, calibration))
+        entry = {"recipe": recipe.name, "recipe_description": recipe.description}
+        entry.update(tflite_description(path))
+        entry["eval"] = _named_per_class(evaluator.score(path), label_map)
+        return entry
+
+    float_path = model_dir / FLOAT_TFLITE
+    files[FLOAT_TFLITE] = convert_and_score("float", float_path)
+    float_ap50 = files[FLOAT_TFLITE]["eval"]["AP50"]
+
+    quantization: dict[str, Any] = {"requested": bool(quantize), "inference_type": inference_type}
+    shipped = FLOAT_TFLITE
+    if quantize:
+        file_name, recipes = QUANTIZED_FILES[inference_type]
+        images: list[np.ndarray] = []
+        if any(export_tflite.RECIPES[name].quantize == "int8" for name in recipes):
+            images = calibration_images(train_shards, calibration_samples, height, width)
+            quantization["calibration_images"] = len(images)
+        attempts = []
+        for recipe_name in recipes:
+            trial = model_dir / f".trial-{recipe_name}.tflite"
+            try:
+                entry = convert_and_score(recipe_name, trial, lambda: iter(images))
+                accepted, reason = quantization_verdict(float_ap50, entry["eval"]["AP50"])
+                attempts.append(
+                    {"recipe": recipe_name, "AP50": entry["eval"]["AP50"], "shipped": accepted}
+                    | {"reason": reason}
+                )
+                log.info("%s: %s -> %s", recipe_name, reason, "ship" if accepted else "reject")
+                if accepted:
+                    trial.replace(model_dir / file_name)
+                    files[file_name] = entry
+                    shipped = file_name
+                    break
+            finally:
+                trial.unlink(missing_ok=True)
+        quantization["attempts"] = attempts
+        if shipped == FLOAT_TFLITE:
+            quantization["note"] = (
+                f"no quantised model kept {AP50_RATIO_FLOOR:.0%} of the float AP50; "
+                f"{file_name} was not written, use {FLOAT_TFLITE}"
+            )
+            log.warning("%s", quantization["note"])
+    quantization["shipped"] = shipped
+
+    content = {
+        "labels": schema.LABELS_FILE,
+        "class_index": "0-based into labels.txt (label-map id - 1)",
+        "boxes": "normalised [ymin, xmin, ymax, xmax]",
+        "tflite_preprocessing": (
+            "raw RGB pixels, resized with the aspect ratio kept into the top-left corner of the "
+            "input and padded with the mean pixel (edge.preprocess.letterbox)"
+        ),
+        "eval_data": evaluator.data,
+        "ap50_ratio_floor": AP50_RATIO_FLOOR,
+        "quantization": quantization,
+        "files": files,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    _write_bytes_atomically(
+        model_dir / EXPORT_JSON, (json.dumps(content, indent=2) + "\n").encode("utf-8")
+    )
+    _write_summary_plot(content, model_dir / "export.png")
+    log.info("edge exports written in %.0f s; shipped %s", content["seconds"], shipped)
+    return content
+
+
+def _write_summary_plot(content: dict[str, Any], path: pathlib.Path) -> None:
+    """AP50 and size of every export side by side, for a glance at what quantisation cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, entry in content["files"].items() if "eval" in entry]
+    ap50 = [content["files"][name]["eval"]["AP50"] for name in names]
+    sizes = [content["files"][name].get("size_bytes", 0) / 1e6 for name in names]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.barh(names, ap50, color="#3a7")
+    left.set_xlim(0, 1)
+    left.set_title(f"AP50 on {content['eval_data']}", fontsize=9)
+    right.barh(names, sizes, color="#37a")
+    right.set_title("size (MB)", fontsize=9)
+    figure.tight_layout()
+    temporary = path.with_name(path.name + ".tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    temporary.replace(path)

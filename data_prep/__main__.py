@@ -1,0 +1,306 @@
+"""`python -m data_prep SUBCOMMAND ...`: annotations -> training channel.
+
+Heavy modules are imported inside each command so `--help` starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("data_prep")
+
+_EPILOG = """typical use:
+  python -m data_prep build path/to/voc_folder path/to/channel
+  python -m data_prep stats path/to/channel
+"""
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from data_prep.synth import write_synthetic_voc
+
+    counts = write_synthetic_voc(
+        args.out_dir, num_images=args.num_images, image_size=args.image_size, seed=args.seed
+    )
+    print(json.dumps(counts))
+
+
+def _build_options(args: argparse.Namespace):
+    from data_prep.build import BuildOptions
+
+    return BuildOptions(
+        eval_fraction=args.eval_fraction,
+        seed=args.seed,
+        shards=args.shards,
+        images_dir=args.images,
+        label_map=args.label_map,
+        skip_unknown_classes=args.skip_unknown_classes,
+        skip_bad_images=args.skip_bad_images,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from data_prep.build import build_channel
+
+    summary = build_channel(args.annotations, args.channel_dir, _build_options(args))
+    print(
+        json.dumps({key: summary[key] for key in ("images", "boxes", "negative_images", "classes")})
+    )
+
+
+def _cmd_csv(args: argparse.Namespace) -> None:
+    from data_prep.commands import convert_to_csv
+
+    count = convert_to_csv(
+        args.annotations, args.out_csv, images_dir=args.images, skip_bad_images=args.skip_bad_images
+    )
+    log.info("wrote %s (%d images)", args.out_csv, count)
+
+
+def _cmd_label_map(args: argparse.Namespace) -> None:
+    from data_prep.commands import write_label_map
+
+    classes = write_label_map(
+        args.csv,
+        args.out_dir,
+        classes_file=args.classes,
+        skip_unknown_classes=args.skip_unknown_classes,
+    )
+    log.info("%d classes: %s", len(classes), ", ".join(classes))
+
+
+def _cmd_split(args: argparse.Namespace) -> None:
+    from data_prep.commands import split_csv
+
+    counts = split_csv(args.csv, args.out_dir, eval_fraction=args.eval_fraction, seed=args.seed)
+    print(json.dumps(counts))
+
+
+def _cmd_tfrecord(args: argparse.Namespace) -> None:
+    from data_prep.commands import csv_to_tfrecords
+
+    counts = csv_to_tfrecords(
+        args.csv,
+        args.label_map,
+        args.out_dir,
+        images_dir=args.images,
+        split=args.split,
+        shards=args.shards,
+        first_source_id=args.first_source_id,
+        skip_unknown_classes=args.skip_unknown_classes,
+        skip_bad_images=args.skip_bad_images,
+        workers=args.workers,
+    )
+    print(json.dumps(counts))
+
+
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from data_prep.stats import channel_stats, format_stats, write_dataset_png
+
+    stats = channel_stats(args.channel_dir)
+    print(format_stats(stats))
+    if not args.no_png:
+        out = write_dataset_png(args.channel_dir, args.png, samples=args.samples)
+        log.info("wrote %s", out)
+
+
+def _add_common_build_flags(parser: argparse.ArgumentParser, split_flags: bool) -> None:
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="image folder (default: the annotation folder, or the file's "
+        "folder); searched recursively",
+    )
+    parser.add_argument(
+        "--skip-unknown-classes",
+        action="store_true",
+        help="drop boxes whose class is not in --label-map instead of failing",
+    )
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out missing/unreadable images (listed in dataset.json) instead of failing",
+    )
+    parser.add_argument(
+        "--shards", type=int, default=None, help="shards per split (default: one per 500 images)"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    if split_flags:
+        parser.add_argument(
+            "--eval-fraction",
+            type=float,
+            default=0.2,
+            help="fraction of images for evaluation, 0 for none (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=42, help="split seed (default: %(default)s)"
+        )
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep",
+        description="Turn labelImg / VoTT / CVAT (Pascal VOC), CSV or COCO annotations into a "
+        "TFRecord training channel; no TensorFlow needed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "build",
+        help="annotations -> channel folder (shards, label map, labels.txt, dataset.json)",
+        description="Annotations (VOC XML folder, CSV or COCO JSON) -> training "
+        "channel folder, in one go.",
+    )
+    p.add_argument(
+        "annotations",
+        type=Path,
+        help="folder of Pascal VOC .xml (recursive; images beside or below), or a "
+        ".csv (ours or keras-retinanet), or a COCO .json",
+    )
+    p.add_argument("channel_dir", type=Path, help="output channel folder (created)")
+    p.add_argument(
+        "--label-map",
+        type=Path,
+        default=None,
+        help="label_map.pbtxt or classes file (one per line) fixing ids and order "
+        "(default: annotation classes, sorted)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty channel folder")
+    _add_common_build_flags(p, split_flags=True)
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic Pascal VOC dataset (shapes)",
+        description="Synthetic Pascal VOC dataset: circles (red), squares "
+        "(blue), triangles (yellow) on textured backgrounds, ~10%% "
+        "images without objects.",
+    )
+    p.add_argument("out_dir", type=Path, help="writes OUT_DIR/images and OUT_DIR/annotations")
+    p.add_argument("--num-images", type=int, default=200, help="(default: %(default)s)")
+    p.add_argument(
+        "--image-size", type=int, default=256, help="square side in pixels (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "csv",
+        help="VOC XML folder / retinanet CSV / COCO JSON -> one CSV",
+        description="Write filename,width,height,class,xmin,ymin,xmax,ymax "
+        "(one row per box; empty class = image without objects).",
+    )
+    p.add_argument("annotations", type=Path, help="VOC folder, .csv or COCO .json")
+    p.add_argument("out_csv", type=Path)
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="image folder used to check that every image exists",
+    )
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out annotations whose image is missing instead of failing",
+    )
+    p.set_defaults(func=_cmd_csv)
+
+    p = sub.add_parser(
+        "label-map",
+        help="CSV -> label_map.pbtxt and labels.txt",
+        description="Ids from 1 in sorted order (or --classes order). Names "
+        "differing only by case/whitespace are an error.",
+    )
+    p.add_argument("csv", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        help="classes file (one per line) or label map fixing the order",
+    )
+    p.add_argument(
+        "--skip-unknown-classes",
+        action="store_true",
+        help="allow CSV classes missing from --classes",
+    )
+    p.set_defaults(func=_cmd_label_map)
+
+    p = sub.add_parser(
+        "split",
+        help="CSV -> train.csv and eval.csv (by image, stratified)",
+        description="Seeded split by image; every class with >= 2 images gets "
+        "at least one eval image.",
+    )
+    p.add_argument("csv", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--eval-fraction", type=float, default=0.2, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
+    p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser(
+        "tfrecord",
+        help="CSV + label map + images -> sharded TFRecords",
+        description="Write SPLIT-NNNNN-of-MMMMM.tfrecord shards for one CSV.",
+    )
+    p.add_argument("csv", type=Path)
+    p.add_argument("label_map", type=Path, help="label_map.pbtxt or classes file")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--split", default="train", help="shard name prefix (default: %(default)s)")
+    p.add_argument(
+        "--first-source-id",
+        type=int,
+        default=1,
+        help="numeric image/source_id of the first image (default: %(default)s)",
+    )
+    _add_common_build_flags(p, split_flags=False)
+    p.set_defaults(func=_cmd_tfrecord)
+
+    p = sub.add_parser(
+        "stats",
+        help="print a channel's statistics and write dataset.png",
+        description="Counts per class and split, box sizes, and dataset.png "
+        "with sample images and their boxes.",
+    )
+    p.add_argument("channel_dir", type=Path)
+    p.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        help="where to write the picture (default: CHANNEL_DIR/dataset.png)",
+    )
+    p.add_argument("--samples", type=int, default=12, help="sample images (default: 12)")
+    p.add_argument("--no-png", action="store_true", help="only print the statistics")
+    p.set_defaults(func=_cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    from data_prep.errors import DataPrepError
+
+    try:
+        args.func(args)
+    except DataPrepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The step-by-step subcommands (`csv`, `label-map`, `split`, `tfrecord`): thin wrappers
+over the same pieces `build` uses, for users who want to inspect or edit between steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_prep import schema
+from data_prep.annotations import format_csv, parse_csv
+from data_prep.build import (
+    ImageIndex,
+    atomic_write_text,
+    auto_shard_count,
+    load_annotations,
+    match_images,
+    process_pool,
+    read_class_list,
+    worker_count,
+    write_shards,
+)
+from data_prep.classes import files_by_class, resolve_classes
+from data_prep.encode import ImageTask
+from data_prep.errors import DataPrepError
+from data_prep.label_map import format_label_map, format_labels_txt
+from data_prep.split import split_images
+
+TRAIN_CSV = "train.csv"
+EVAL_CSV = "eval.csv"
+
+
+def convert_to_csv(
+    annotations: Path,
+    out_csv: Path,
+    images_dir: Path | None = None,
+    skip_bad_images: bool = False,
+) -> int:
+    """Any supported annotation input -> our CSV; returns the number of images.
+
+    With `images_dir`, every image must exist there (file names are rewritten relative to
+    it); without, names are written as annotated."""
+    items = load_annotations(Path(annotations))
+    if images_dir is not None:
+        match = match_images(items, ImageIndex(Path(images_dir)), skip_bad_images)
+        items = [
+            type(a)(
+                filename=Path(p).relative_to(images_dir).as_posix(),
+                width=a.width,
+                height=a.height,
+                boxes=a.boxes,
+                source=a.source,
+            )
+            for a, p in match.matched
+        ]
+    check = files_by_class(items)
+    resolve_classes(check, None)  # near-duplicate names fail here, before anything is written
+    atomic_write_text(Path(out_csv), format_csv(items))
+    return len(items)
+
+
+def _read_csv(path: Path):
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise DataPrepError(f"{path}: cannot read ({error.strerror}); check the path") from None
+    return parse_csv(text, str(path))
+
+
+def write_label_map(
+    csv_path: Path,
+    out_dir: Path,
+    classes_file: Path | None = None,
+    skip_unknown_classes: bool = False,
+) -> list[str]:
+    """CSV -> out_dir/label_map.pbtxt and out_dir/labels.txt; returns the class order."""
+    items = _read_csv(csv_path)
+    given = read_class_list(classes_file) if classes_file else None
+    classes, _ = resolve_classes(
+        files_by_class(items), given, str(classes_file or ""), skip_unknown_classes
+    )
+    if not classes:
+        raise DataPrepError(f"{csv_path}: no classes (every row is an image without objects)")
+    atomic_write_text(Path(out_dir) / schema.LABEL_MAP_FILE, format_label_map(classes))
+    atomic_write_text(
+        Path(out_dir) / schema.LABELS_FILE, format_labels_txt(dict(enumerate(classes, start=1)))
+    )
+    return classes
+
+
+def split_csv(csv_path: Path, out_dir: Path, eval_fraction: float, seed: int) -> dict:
+    """CSV -> out_dir/train.csv and out_dir/eval.csv, by image."""
+    items = _read_csv(csv_path)
+    train, evaluation = split_images(items, eval_fraction, seed)
+    atomic_write_text(Path(out_dir) / TRAIN_CSV, format_csv(train))
+    atomic_write_text(Path(out_dir) / EVAL_CSV, format_csv(evaluation))
+    return {"train_images": len(train), "eval_images": len(evaluation)}
+
+
+def csv_to_tfrecords(
+    csv_path: Path,
+    label_map: Path,
+    out_dir: Path,
+    images_dir: Path | None = None,
+    split: str = schema.TRAIN_SPLIT,
+    shards: int | None = None,
+    first_source_id: int = 1,
+    skip_unknown_classes: bool = False,
+    skip_bad_images: bool = False,
+    workers: int | None = None,
+) -> dict:
+    """CSV + label map + image folder -> out_dir/SPLIT-NNNNN-of-MMMMM.tfrecord.
+
+    Shards are written under temporary names and renamed once all succeeded."""
+    csv_path = Path(csv_path)
+    items = _read_csv(csv_path)
+    images_root = Path(images_dir) if images_dir else csv_path.parent
+    match = match_images(items, ImageIndex(images_root), skip_bad_images)
+    classes, _ = resolve_classes(
+        files_by_class([a for a, _ in match.matched]),
+        read_class_list(label_map),
+        str(label_map),
+        skip_unknown_classes,
+    )
+    class_ids = {name: i for i, name in enumerate(classes, start=1)}
+    tasks = [
+        ImageTask(
+            first_source_id + number,
+            str(path),
+            path.relative_to(images_root).as_posix(),
+            annotation,
+            class_ids,
+        )
+        for number, (annotation, path) in enumerate(match.matched)
+    ]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".{split}.tmp"
+    staging.mkdir(exist_ok=True)
+    try:
+        with process_pool(min(worker_count(workers), auto_shard_count(len(tasks), shards))) as pool:
+            reports = write_shards({split: tasks}, staging, shards, skip_bad_images, pool)
+        for old in out_dir.glob(schema.shard_glob(split)):
+            old.unlink()
+        for shard in sorted(staging.iterdir()):
+            shard.rename(out_dir / shard.name)
+    finally:
+        for leftover in staging.glob("*"):
+            leftover.unlink()
+        staging.rmdir()
+    kept = [r for r in reports[split] if not r.skipped]
+    return {
+        "images": len(kept),
+        "boxes": sum(len(r.labels) for r in kept),
+        "skipped": len(reports[split]) - len(kept),
+        "shards": auto_shard_count(len(tasks), shards),
+    }

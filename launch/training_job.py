@@ -1,0 +1,181 @@
+"""The CreateTrainingJob request, built by one pure function so `--dry-run` prints what is sent.
+
+The container's own metric regexes (`container.metrics.METRIC_DEFINITIONS`) and channel names
+(`container.sagemaker_env`) are imported, never repeated, so the job and the image agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from container.sagemaker_env import CHECKPOINT_CHANNEL, TRAINING_CHANNEL
+from launch.errors import LaunchError
+
+# Where SageMaker syncs checkpoints and TensorBoard events inside the container; these match
+# container.sagemaker_env's layout under the default /opt/ml.
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"
+DEFAULT_JOB_PREFIX = "tf-od"
+
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
+_IMAGE_URI = re.compile(r"^\S+/\S+$")
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    """Everything one training job needs, already resolved from the settings."""
+
+    job_name: str
+    image_uri: str
+    role_arn: str
+    training_s3_uri: str
+    output_s3_uri: str
+    checkpoint_s3_uri: str
+    instance_type: str
+    instance_count: int = 1
+    volume_gb: int = 50
+    max_runtime_s: int = 4 * 3600
+    spot: bool = True
+    max_wait_s: int | None = None
+    init_checkpoint_s3_uri: str | None = None
+    tensorboard_s3_uri: str | None = None
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def default_job_name(now: datetime, prefix: str = DEFAULT_JOB_PREFIX) -> str:
+    """`tf-od-20261121-111500`: unique per second, valid as a SageMaker job name."""
+    return f"{prefix}-{now:%Y%m%d-%H%M%S}"
+
+
+def join_s3(prefix: str, *parts: str) -> str:
+    """`join_s3("s3://b/p/", "output")` -> `s3://b/p/output`."""
+    return "/".join([prefix.rstrip("/"), *(part.strip("/") for part in parts)])
+
+
+def hyperparameter_string(value: Any) -> str:
+    """SageMaker hyperparameters are strings; booleans become true/false as the container reads."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stringify_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
+    return {str(key): hyperparameter_string(value) for key, value in values.items()}
+
+
+def validate_spec(spec: TrainingJobSpec) -> None:
+    """Reject what SageMaker would reject, before any request, with the fix in the message."""
+    problems: list[str] = []
+    if not _JOB_NAME.match(spec.job_name):
+        problems.append(
+            f"job name '{spec.job_name}' must be 1-63 letters, digits and hyphens (--job-name)"
+        )
+    if not _ROLE_ARN.match(spec.role_arn):
+        problems.append(
+            f"role '{spec.role_arn}' is not an IAM role ARN "
+            "(arn:aws:iam::123456789012:role/NAME; --role)"
+        )
+    if not _IMAGE_URI.match(spec.image_uri):
+        problems.append(
+            f"image '{spec.image_uri}' is not an image URI (ACCOUNT.dkr.ecr...; --image)"
+        )
+    uris = {
+        "training_s3_uri": spec.training_s3_uri,
+        "output_s3_uri": spec.output_s3_uri,
+        "checkpoint_s3_uri": spec.checkpoint_s3_uri,
+        "init_checkpoint_s3_uri": spec.init_checkpoint_s3_uri,
+        "tensorboard_s3_uri": spec.tensorboard_s3_uri,
+    }
+    for name, uri in uris.items():
+        if uri is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/|$)", uri):
+            problems.append(f"{name} '{uri}' is not an s3://bucket/prefix URI")
+    if not spec.instance_type.startswith("ml."):
+        problems.append(
+            f"instance type '{spec.instance_type}' must start with ml. (ml.g4dn.xlarge)"
+        )
+    if spec.instance_count < 1:
+        problems.append("instance_count must be at least 1")
+    if spec.volume_gb < 1:
+        problems.append("volume_gb must be at least 1")
+    if spec.max_runtime_s < 1:
+        problems.append("max_runtime must be a positive number of seconds")
+    if spec.spot and spec.max_wait_s is not None and spec.max_wait_s < spec.max_runtime_s:
+        problems.append(
+            f"max_wait ({spec.max_wait_s}s) must be at least max_runtime ({spec.max_runtime_s}s) "
+            "for spot training"
+        )
+    if len(spec.hyperparameters) > 100:
+        problems.append("SageMaker accepts at most 100 hyperparameters")
+    for key, value in spec.hyperparameters.items():
+        if len(key) > 256 or len(value) > 2500:
+            problems.append(f"hyperparameter '{key[:40]}' is too long (key 256, value 2500 chars)")
+    if len(spec.tags) > 50:
+        problems.append("SageMaker accepts at most 50 tags")
+    if problems:
+        raise LaunchError("; ".join(problems))
+
+
+def build_create_training_job_request(
+    spec: TrainingJobSpec, metric_definitions: Sequence[Mapping[str, str]]
+) -> dict[str, Any]:
+    """The exact keyword arguments of `sagemaker.create_training_job` for `spec` (pure)."""
+    validate_spec(spec)
+    channels: list[dict[str, Any]] = [_s3_channel(TRAINING_CHANNEL, spec.training_s3_uri)]
+    if spec.init_checkpoint_s3_uri:
+        channels.append(_s3_channel(CHECKPOINT_CHANNEL, spec.init_checkpoint_s3_uri))
+
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": spec.max_runtime_s}
+    if spec.spot:
+        stopping["MaxWaitTimeInSeconds"] = spec.max_wait_s or 2 * spec.max_runtime_s
+
+    request: dict[str, Any] = {
+        "TrainingJobName": spec.job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": spec.image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [
+                {"Name": item["Name"], "Regex": item["Regex"]} for item in metric_definitions
+            ],
+        },
+        "RoleArn": spec.role_arn,
+        "HyperParameters": dict(spec.hyperparameters),
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": spec.output_s3_uri},
+        "ResourceConfig": {
+            "InstanceType": spec.instance_type,
+            "InstanceCount": spec.instance_count,
+            "VolumeSizeInGB": spec.volume_gb,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": spec.spot,
+        # Always synced, spot or not: a restarted or re-run job resumes from the last checkpoint.
+        "CheckpointConfig": {"S3Uri": spec.checkpoint_s3_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
+    }
+    if spec.tensorboard_s3_uri:
+        request["TensorBoardOutputConfig"] = {
+            "S3OutputPath": spec.tensorboard_s3_uri,
+            "LocalPath": TENSORBOARD_LOCAL_PATH,
+        }
+    if spec.tags:
+        request["Tags"] = [{"Key": key, "Value": value} for key, value in spec.tags.items()]
+    return request
+
+
+def _s3_channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }

@@ -1,0 +1,143 @@
+"""Pure parts of the container: hyperparameters, metric lines, SageMaker paths, OD API reader."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+
+import pytest
+
+from container.errors import UserError
+from container.hyperparameters import Hyperparameters, describe, known_names, parse_hyperparameters
+from container.metrics import METRIC_DEFINITIONS, format_metric_line, parse_metric_line
+from container.sagemaker_env import ConfigFileError, SageMakerEnv
+
+
+# --- hyperparameters --------------------------------------------------------------------
+def test_strings_become_typed_values():
+    hp = parse_hyperparameters(
+        {
+            "num_steps": "1200",
+            "quantize": "True",
+            "random_flip": "false",
+            "learning_rate": "0.01",
+            "image_size": "256",
+            "inference_type": "int8",
+            "sagemaker_program": "ignored",  # the SDK's own keys are not ours
+        }
+    )
+    assert hp.num_steps == 1200
+    assert hp.quantize is True
+    assert hp.random_flip is False
+    assert hp.learning_rate == pytest.approx(0.01)
+    assert hp.image_size == 256
+    assert hp.inference_type == "INT8"
+    assert hp.batch_size is None  # the preset decides
+
+
+def test_defaults_are_the_documented_ones():
+    hp = parse_hyperparameters({})
+    assert hp == Hyperparameters()
+    assert hp.model == "retinanet_mobilenetv2_fpnlite_320"
+    assert hp.calibration_samples == 100
+    assert hp.export_edge is True
+    assert hp.inference_type == "FLOAT"
+    rows = {row[0]: row for row in describe()}
+    assert set(rows) == set(known_names())
+    assert rows["num_steps"][1:3] == ("int", "2000")
+    assert rows["image_size"][2] == "preset"
+
+
+def test_unknown_hyperparameter_lists_the_known_ones():
+    with pytest.raises(UserError) as error:
+        parse_hyperparameters({"num_step": "10"})
+    message = str(error.value)
+    assert "num_step" in message
+    for name in ("num_steps", "quantize", "inference_type", "calibration_samples"):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("num_steps", "lots", "num_steps='lots' is not a valid int"),
+        ("num_steps", "10.5", "not a valid int"),
+        ("num_steps", "0", "num_steps=0 must be at least 1"),
+        ("quantize", "maybe", "quantize='maybe' is not a valid bool"),
+        ("learning_rate", "nan", "not a valid float"),
+        ("inference_type", "FP16", "must be one of FLOAT, QUANTIZED_UINT8, INT8"),
+        ("init_checkpoint_modules", "head", "must be one of all, backbone, none"),
+        ("scale_min", "2", "scale_min <= scale_max"),
+    ],
+)
+def test_bad_values_name_the_hyperparameter(key, value, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        parse_hyperparameters({key: value})
+
+
+# --- metric lines -----------------------------------------------------------------------
+def _definition(name: str) -> str:
+    return next(d["Regex"] for d in METRIC_DEFINITIONS if d["Name"] == name)
+
+
+def test_metric_lines_match_the_documented_regexes():
+    train = format_metric_line(
+        1200, {"total_loss": 0.41234, "learning_rate": 0.0081, "steps_per_sec": 3.1}
+    )
+    assert train == "metric step=1200 total_loss=0.4123 learning_rate=0.0081 steps_per_sec=3.1"
+    evaluation = format_metric_line(2000, {"AP": 0.5, "AP50": 0.81, "AP75": 0.55})
+    assert evaluation == "metric step=2000 AP=0.5 AP50=0.81 AP75=0.55"
+    log_line = f"2026-01-01 12:00:00,000 INFO container.training: {evaluation}"
+    assert re.search(_definition("eval:AP"), log_line).group(1) == "0.5"
+    assert re.search(_definition("eval:AP50"), log_line).group(1) == "0.81"
+    assert re.search(_definition("eval:AP75"), log_line).group(1) == "0.55"
+    assert re.search(_definition("train:total_loss"), train).group(1) == "0.4123"
+    assert re.search(_definition("train:learning_rate"), train).group(1) == "0.0081"
+    assert re.search(_definition("train:step"), train).group(1) == "1200"
+    # Train lines carry no AP and evaluation lines no loss.
+    assert re.search(_definition("eval:AP"), train) is None
+    assert re.search(_definition("train:total_loss"), evaluation) is None
+
+
+def test_metric_definitions_fit_sagemaker():
+    names = [d["Name"] for d in METRIC_DEFINITIONS]
+    assert len(names) == len(set(names))
+    for definition in METRIC_DEFINITIONS:
+        assert set(definition) == {"Name", "Regex"}
+        assert re.compile(definition["Regex"]).groups == 1
+        assert len(definition["Regex"]) <= 500  # SageMaker's limit
+
+
+def test_metric_values_round_trip_including_nan_and_small_numbers():
+    line = format_metric_line(7, {"total_loss": float("nan"), "learning_rate": 1.5e-6})
+    step, values = parse_metric_line("prefix " + line)
+    assert step == 7
+    assert math.isnan(values["total_loss"])
+    assert values["learning_rate"] == pytest.approx(1.5e-6)
+    assert re.search(_definition("train:learning_rate"), line).group(1) == "1.5000e-06"
+    assert parse_metric_line("train | step: 3 | steps/sec: 0.3") is None
+
+
+# --- SageMaker paths --------------------------------------------------------------------
+def test_base_dir_override_moves_every_path(tmp_path):
+    env = SageMakerEnv.from_environ({"SAGEMAKER_BASE_DIR": str(tmp_path)})
+    assert env.training_dir == tmp_path / "input/data/training"
+    assert env.checkpoint_channel_dir == tmp_path / "input/data/checkpoint"
+    assert env.hyperparameters_file == tmp_path / "input/config/hyperparameters.json"
+    assert env.checkpoints_dir == tmp_path / "checkpoints"
+    assert env.failure_file == tmp_path / "output/failure"
+    assert env.tensorboard_dir == tmp_path / "output/tensorboard"
+    assert SageMakerEnv.from_environ({}).base_dir == pathlib.Path("/opt/ml")
+
+
+def test_hyperparameters_file_is_read_as_strings(tmp_path):
+    env = SageMakerEnv(tmp_path)
+    assert env.read_hyperparameters() == {}  # no file: no hyperparameters
+    env.config_dir.mkdir(parents=True)
+    env.hyperparameters_file.write_text(json.dumps({"num_steps": 5, "quantize": True}))
+    assert env.read_hyperparameters() == {"num_steps": "5", "quantize": "true"}
+    env.hyperparameters_file.write_text("{not json")
+    with pytest.raises(ConfigFileError, match=r"hyperparameters\.json: not valid JSON"):
+        env.read_hyperparameters()

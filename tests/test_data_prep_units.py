@@ -1,0 +1,260 @@
+"""Pure pieces of data_prep: CRC-32C, Example encoding, readers, class names, split."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+from data_prep_helpers import image_bytes
+
+from data_prep import crc32c, schema
+from data_prep.annotations import Box, ImageAnnotation, format_csv, parse_coco_json, parse_csv
+from data_prep.classes import check_near_duplicates, files_by_class, resolve_classes
+from data_prep.errors import DataPrepError
+from data_prep.examples import ExampleBoxes, detection_example, parse_example
+from data_prep.images import prepare_image, read_header
+from data_prep.label_map import LabelMapError, format_label_map, parse_label_map
+from data_prep.split import split_images
+from data_prep.tfrecord_io import frame_records
+
+
+def _slow_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_crc32c_known_vectors():
+    assert crc32c.crc32c_small(b"123456789") == 0xE3069283
+    assert crc32c.crc32c_many([b"123456789", b"", bytes(32)]) == [
+        0xE3069283,
+        0x00000000,
+        0x8A9136AA,
+    ]
+
+
+def test_crc32c_many_matches_bitwise_reference_at_every_length_class():
+    rng = random.Random(1)
+    sizes = [0, 1, 3, 4, 5, 1019, 1020, 1021, 1024, 2047, 4096, 9999]
+    buffers = [bytes(rng.getrandbits(8) for _ in range(n)) for n in sizes]
+    assert crc32c.crc32c_many(buffers) == [_slow_crc32c(b) for b in buffers]
+
+
+def test_masked_crc_matches_tfrecord_definition():
+    crc = 0x12345678
+    rotated = ((crc >> 15) | (crc << 17)) & 0xFFFFFFFF
+    assert crc32c.masked_crc(crc) == (rotated + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _example(**overrides) -> bytes:
+    fields = dict(
+        encoded=b"\xff\xd8jpeg",
+        image_format="jpeg",
+        width=640,
+        height=480,
+        filename="images/a b.jpg",
+        source_id=7,
+        sha256="ab" * 32,
+        boxes=ExampleBoxes([0.1], [0.2], [0.5], [0.75], [2], ["dog"], [0], [1]),
+    )
+    fields.update(overrides)
+    return detection_example(**fields)
+
+
+def test_example_round_trips_through_our_reader():
+    parsed = parse_example(_example())
+    assert parsed[schema.IMAGE_SOURCE_ID] == [b"7"]
+    assert parsed[schema.IMAGE_FILENAME] == [b"images/a b.jpg"]
+    assert parsed[schema.IMAGE_WIDTH] == [640]
+    assert parsed[schema.BBOX_YMAX] == [0.75]
+    assert parsed[schema.CLASS_LABEL] == [2]
+    assert parsed[schema.OBJECT_TRUNCATED] == [1]
+    assert parsed[schema.OBJECT_AREA] == [pytest.approx(0.4 * 0.55 * 640 * 480, rel=1e-6)]
+
+
+def test_example_bytes_equal_protobuf_library_parse():
+    pytest.importorskip("google.protobuf")
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    # Build the tf.train.Example schema with the protobuf runtime (no TensorFlow).
+    proto = descriptor_pb2.FileDescriptorProto(name="ex.proto", package="t", syntax="proto3")
+    for name, field_type in (("BytesList", 12), ("FloatList", 2), ("Int64List", 3)):
+        message = proto.message_type.add(name=name)
+        message.field.add(name="value", number=1, type=field_type, label=3)
+    feature = proto.message_type.add(name="Feature")
+    for number, name in enumerate(("BytesList", "FloatList", "Int64List"), start=1):
+        feature.field.add(
+            name=name.lower(),
+            number=number,
+            type=11,
+            label=1,
+            type_name=f".t.{name}",
+            oneof_index=0,
+        )
+    feature.oneof_decl.add(name="kind")
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=9, label=1)
+    entry.field.add(name="value", number=2, type=11, label=1, type_name=".t.Feature")
+    features.field.add(
+        name="feature", number=1, type=11, label=3, type_name=".t.Features.FeatureEntry"
+    )
+    example = proto.message_type.add(name="Example")
+    example.field.add(name="features", number=1, type=11, label=1, type_name=".t.Features")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Example"))
+    message = cls.FromString(_example(boxes=ExampleBoxes([], [], [], [], [], [], [], [])))
+    feature_map = message.features.feature
+    assert feature_map[schema.IMAGE_HEIGHT].int64list.value == [480]
+    assert feature_map[schema.IMAGE_FORMAT].byteslist.value == [b"jpeg"]
+    assert list(feature_map[schema.BBOX_XMIN].floatlist.value) == []
+    assert feature_map[schema.BBOX_XMIN].WhichOneof("kind") == "floatlist"
+    assert message.SerializeToString(deterministic=True) == _example(
+        boxes=ExampleBoxes([], [], [], [], [], [], [], [])
+    )
+
+
+def test_frame_records_layout():
+    data = frame_records([b"abc", b""])
+    assert data[:8] == (3).to_bytes(8, "little")
+    assert data[12:15] == b"abc"
+    assert len(data) == (12 + 3 + 4) + (12 + 0 + 4)
+
+
+def test_jpeg_header_reads_size_and_exif_orientation():
+    header = read_header(image_bytes(40, 30, orientation=6))
+    assert (header.width, header.height, header.orientation) == (40, 30, 6)
+    assert header.displayed_size == (30, 40)
+    assert read_header(image_bytes(40, 30, fmt="PNG")).image_format == "png"
+
+
+def test_prepare_image_rotates_only_when_asked():
+    data = image_bytes(40, 30, orientation=8)
+    rotated = prepare_image(data, "x.jpg")
+    assert (rotated.width, rotated.height) == (30, 40)
+    assert "EXIF orientation 8" in rotated.change
+    kept = prepare_image(data, "x.jpg", rotate_exif=False)
+    assert kept.encoded is data
+
+
+def test_voc_reader_uses_tag_names_not_positions():
+    from data_prep.annotations import parse_voc_xml
+
+    xml = (
+        b"<annotation><object><bndbox><ymax>30.5</ymax><xmax>40</xmax><ymin>6</ymin>"
+        b"<xmin>4.5</xmin></bndbox><difficult>1</difficult><name>cat</name></object>"
+        b"<size><height>48</height><width>64</width></size>"
+        b"<filename>a%2Fb.jpg</filename></annotation>"
+    )
+    item = parse_voc_xml(xml, "a.xml")
+    assert item.filename == "a/b.jpg"
+    assert (item.width, item.height) == (64, 48)
+    assert item.boxes == (Box("cat", 4.5, 6.0, 40.0, 30.5, difficult=1),)
+
+
+def test_retinanet_csv_with_negative_rows():
+    items = parse_csv("img/a.jpg,1,2,30,40,cat\nimg/a.jpg,5,5,9,9,dog\nimg/b.jpg,,,,,\n", "r.csv")
+    assert [(i.filename, len(i.boxes)) for i in items] == [("img/a.jpg", 2), ("img/b.jpg", 0)]
+    assert items[0].boxes[1] == Box("dog", 5, 5, 9, 9)
+
+
+def test_our_csv_round_trips():
+    items = [
+        ImageAnnotation("a.jpg", 64, 48, (Box("cat", 1.5, 2, 30, 40),), "x"),
+        ImageAnnotation("b.jpg", 64, 48, (), "x"),
+    ]
+    again = parse_csv(format_csv(items), "x")
+    assert [(i.filename, i.width, i.boxes) for i in again] == [
+        (i.filename, i.width, i.boxes) for i in items
+    ]
+
+
+def test_unknown_csv_layout_is_an_error():
+    with pytest.raises(DataPrepError, match="unknown CSV layout"):
+        parse_csv("a,b,c\n1,2,3\n", "bad.csv")
+
+
+def test_coco_json_reader():
+    document = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+            {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 64, 48], "iscrowd": 1},
+        ],
+        "categories": [{"id": 3, "name": "cat"}],
+    }
+    a, b = parse_coco_json(json.dumps(document), "c.json")
+    assert a.boxes == (Box("cat", 1, 2, 11, 22),)
+    assert a.notes == ("crowd annotation 2 dropped",)
+    assert b.boxes == ()
+    document["images"].append({"id": 3, "file_name": "a.jpg"})
+    with pytest.raises(DataPrepError, match="'a.jpg' is listed twice"):
+        parse_coco_json(json.dumps(document), "c.json")
+
+
+def _items(spec: dict[str, list[str]]) -> list[ImageAnnotation]:
+    return [
+        ImageAnnotation(name, 10, 10, tuple(Box(c, 0, 0, 5, 5) for c in classes), f"{name}.xml")
+        for name, classes in spec.items()
+    ]
+
+
+def test_near_duplicates_listed_with_files():
+    files = files_by_class(_items({"a": ["Cat"], "b": ["cat"], "c": ["dog"]}))
+    with pytest.raises(DataPrepError) as error:
+        check_near_duplicates(files)
+    assert "'Cat' in a.xml vs 'cat' in b.xml" in str(error.value)
+
+
+def test_classes_sorted_or_in_given_order():
+    files = files_by_class(_items({"a": ["zebra", "ant"]}))
+    assert resolve_classes(files, None)[0] == ["ant", "zebra"]
+    assert resolve_classes(files, ["zebra", "ant", "bee"])[0] == ["zebra", "ant", "bee"]
+
+
+def test_label_map_round_trip_and_errors():
+    text = format_label_map(["cat", "it's"])
+    assert parse_label_map(text) == {1: "cat", 2: "it's"}
+    with pytest.raises(LabelMapError):
+        parse_label_map("item { id: 1 name: 'a' }\nitem { id: 1 name: 'b' }")
+    assert issubclass(LabelMapError, DataPrepError)
+
+
+def test_split_is_by_image_seeded_and_stratified():
+    rng = random.Random(0)
+    spec = {f"img{i}": [rng.choice(["common", "common", "common", "mid"])] for i in range(60)}
+    spec.update({"rare1": ["rare"], "rare2": ["rare", "common"], "solo": ["single"], "neg": []})
+    items = _items(spec)
+    train, evaluation = split_images(items, 0.2, seed=1)
+    names_train = {i.filename for i in train}
+    names_eval = {i.filename for i in evaluation}
+    assert not names_train & names_eval
+    assert len(names_train | names_eval) == len(items)
+    eval_classes = {b.class_name for i in evaluation for b in i.boxes}
+    train_classes = {b.class_name for i in train for b in i.boxes}
+    assert {"common", "mid", "rare"} <= eval_classes
+    assert "single" in train_classes and "single" not in eval_classes
+    assert {"common", "mid", "rare", "single"} <= train_classes
+    assert split_images(items, 0.2, seed=1) == (train, evaluation)
+    assert split_images(items, 0.2, seed=2) != (train, evaluation)
+    assert abs(len(evaluation) - round(0.2 * len(items))) <= 1
+
+
+def test_split_rejects_bad_fraction():
+    with pytest.raises(DataPrepError, match="--eval-fraction"):
+        split_images(_items({"a": ["x"]}), 1.0, 0)
+
+
+def test_numpy_crc_path_matches_reference_even_when_a_c_library_is_installed():
+    buffers = [os.urandom(n) for n in (0, 7, 5000, 70000)]
+    assert crc32c.crc32c_many_numpy(buffers) == [_slow_crc32c(b) for b in buffers]

@@ -1,0 +1,269 @@
+"""What can be checked about the image without a Docker engine.
+
+hadolint passes; the lock the image installs is the one the tests use; the entrypoint resolves
+to `python -m container train`; and the build context, computed with Docker's own
+.dockerignore rules, holds no credentials, git history, virtual environment or data.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+HADOLINT = Path(sys.executable).parent / "hadolint"
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = pending + stripped
+        pending = ""
+        keyword, _, arguments = full.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+# ---- .dockerignore with Docker's semantics (moby/patternmatcher) --------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's pattern syntax: `*` and `?` stay within a path segment, `**` spans segments."""
+    regex = ""
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "*":
+            if pattern.startswith("**", index):
+                index += 1
+                if pattern.startswith("/", index + 1):  # `**/` = zero or more directories
+                    index += 1
+                    regex += "(?:.*/)?"
+                else:
+                    regex += ".*"
+            else:
+                regex += "[^/]*"
+        elif char == "?":
+            regex += "[^/]"
+        elif char == "\\" and index + 1 < len(pattern):
+            index += 1
+            regex += re.escape(pattern[index])
+        elif char == "[":
+            end = pattern.find("]", index)
+            regex += pattern[index : end + 1] if end != -1 else re.escape(char)
+            index = end if end != -1 else index
+        else:
+            regex += re.escape(char)
+        index += 1
+    return re.compile(f"^{regex}$")
+
+
+def parse_dockerignore(text: str) -> list[tuple[bool, re.Pattern[str]]]:
+    """(is_exception, regex) per line, cleaned as Docker does (leading '/', './', trailing '/')."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = line[1:].strip() if exception else line
+        pattern = os.path.normpath(pattern).lstrip("/")
+        if pattern == ".":
+            continue
+        rules.append((exception, _pattern_regex(pattern)))
+    return rules
+
+
+def is_excluded(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Last matching rule wins; a rule matches a path or any of its parent directories."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for exception, regex in rules:
+        if any(regex.match(candidate) for candidate in candidates):
+            excluded = not exception
+    return excluded
+
+
+@pytest.fixture(scope="module")
+def ignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    return parse_dockerignore((ROOT / ".dockerignore").read_text())
+
+
+def test_pattern_semantics_match_docker():
+    rules = parse_dockerignore("*\n!src/\n**/*.pyc\nsrc/secret?.txt\n")
+    assert is_excluded("README.md", rules)
+    assert not is_excluded("src/a.py", rules)
+    assert not is_excluded("src/deep/er/b.py", rules)
+    assert is_excluded("src/deep/c.pyc", rules)
+    assert is_excluded("src/secret1.txt", rules)
+    assert not is_excluded("src/secret12.txt", rules)  # ? is exactly one character
+
+
+SECRET_LOOKING_PATHS = [
+    "aws_credentials/credentials",
+    "aws_credentials/config",
+    "aws_credentials/prod-account.pem",
+    "aws_credentials/sso/cache/token.json",
+    "aws_credentials/.env",
+    ".git/config",
+    ".git/objects/ab/cdef",
+    ".venv/bin/python",
+    ".venv/lib/python3.11/site-packages/boto3/__init__.py",
+    "data/raccoon/images/raccoon-1.jpg",
+    "demo_output/channel/train-00000-of-00001.tfrecord",
+    "launch.toml",
+    ".env",
+    "container/__pycache__/training.cpython-311.pyc",
+    "tests/test_launch_aws.py",
+]
+
+
+@pytest.mark.parametrize("path", SECRET_LOOKING_PATHS)
+def test_dockerignore_keeps_out(path, ignore_rules):
+    assert is_excluded(path, ignore_rules), f"{path} would enter the build context"
+
+
+def test_build_context_of_this_tree_has_no_credentials(ignore_rules, tmp_path):
+    context = [
+        path.relative_to(ROOT).as_posix()
+        for path in ROOT.rglob("*")
+        if path.is_file()
+        and ".venv" not in path.parts
+        and ".git" not in path.parts
+        and not is_excluded(path.relative_to(ROOT).as_posix(), ignore_rules)
+    ]
+    assert "requirements.lock" in context
+    assert "container/__main__.py" in context
+    for path in context:
+        if path.startswith("aws_credentials/"):
+            assert path.endswith(".example") or path == "aws_credentials/README.md", path
+        assert path.split("/")[0] in {"Dockerfile", "requirements.lock", "container", "data_prep"}
+
+
+def test_build_context_holds_every_first_party_module_the_container_imports(ignore_rules):
+    first_party = {
+        path.name for path in ROOT.iterdir() if path.is_dir() and (path / "__init__.py").exists()
+    }
+    needed = set()
+    for source in (ROOT / "container").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            needed |= {name.split(".")[0] for name in names} & first_party
+    assert "container" in needed or (ROOT / "container" / "__main__.py").exists()
+    for package in needed:
+        assert not is_excluded(f"{package}/__init__.py", ignore_rules), package
+        assert re.search(rf"^COPY {package}/ ", DOCKERFILE.read_text(), re.M), (
+            f"Dockerfile does not COPY {package}/"
+        )
+
+
+# ---- Dockerfile -------------------------------------------------------------------------
+
+
+def test_hadolint_passes():
+    result = subprocess.run(
+        [str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_installs_the_tested_lock():
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    copies = [args for keyword, args in instructions if keyword == "COPY"]
+    assert "requirements.lock /tmp/requirements.lock" in copies
+    runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
+    assert re.search(r"pip install [^&]*--requirement /tmp/requirements\.lock", runs)
+    assert "requirements-dev" not in DOCKERFILE.read_text()
+
+    runtime, dev = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    assert "tensorflow" in runtime
+    different = {
+        name: (version, dev.get(name))
+        for name, version in runtime.items()
+        if dev.get(name) != version
+    }
+    assert different == {}, f"requirements-dev.lock disagrees with requirements.lock: {different}"
+
+    # The base image's TensorFlow is the locked one (for both the GPU and the CPU variant).
+    (base,) = [args for keyword, args in instructions if keyword == "ARG" and "BASE_IMAGE=" in args]
+    tag = base.split("=", 1)[1].split(":")[1]
+    assert tag.split("-")[0] == runtime["tensorflow"]
+
+
+def test_no_caches_or_build_tools_left_behind():
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    for run in runs:
+        if "pip install" in run:
+            assert "--no-cache-dir" in run
+        assert not re.search(r"apt-get install|build-essential|gcc|g\+\+", run)
+    env = " ".join(args for keyword, args in instructions if keyword == "ENV")
+    assert "PYTHONUNBUFFERED=1" in env
+
+
+def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    (entrypoint,) = [args for keyword, args in instructions if keyword == "ENTRYPOINT"]
+    (cmd,) = [args for keyword, args in instructions if keyword == "CMD"]
+    entry, default = json.loads(entrypoint), json.loads(cmd)  # exec form = a JSON array
+    assert entry + default == ["python3", "-m", "container", "train"]
+    assert (ROOT / "container" / "__main__.py").is_file()
+
+    # The `train` script the image puts on PATH, rendered by the same printf, runs that module.
+    (run,) = [
+        args
+        for keyword, args in instructions
+        if keyword == "RUN" and "/usr/local/bin/train" in args
+    ]
+    printf = re.search(r"printf ('[^']*')", run).group(1)
+    script = tmp_path / "train"
+    subprocess.run(f"printf {printf} > {shlex.quote(str(script))}", shell=True, check=True)
+    script.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # python3 = this venv's interpreter (a symlink would lose the venv's site-packages).
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    result = subprocess.run(
+        [str(script), "--help"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m container")
