@@ -40,6 +40,8 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
 WORKDIR /opt/program
 COPY data_prep/ /opt/program/data_prep/
 COPY container/ /opt/program/container/
+# edge: the container evaluates its TFLite exports with the same code the Raspberry Pi runs.
+COPY edge/ /opt/program/edge/
 
 # Exec form: python is PID 1 and receives SageMaker's SIGTERM itself (spot stop -> checkpoint).
 ENTRYPOINT ["python3", "-m", "container"]

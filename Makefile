@@ -32,11 +32,12 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: $(STAMP)  ## synthesise a dataset and build its training channel
+demo: $(STAMP)  ## synthetic shapes -> channel -> train the default preset on CPU (~9 min) -> eval AP
 	rm -rf $(DEMO_DIR)
 	$(PY) -m data_prep synth $(DEMO_DIR)/voc
 	$(PY) -m data_prep build $(DEMO_DIR)/voc $(DEMO_DIR)/channel
 	$(PY) -m data_prep stats $(DEMO_DIR)/channel
+	$(PY) -m container.demo --channel $(DEMO_DIR)/channel --base-dir $(DEMO_DIR)/opt_ml
 
 lock:  ## re-resolve requirements*.in into the lock files
 	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
@@ -58,7 +59,7 @@ push: $(STAMP)  ## push IMAGE to ECR (creates REPOSITORY, logs Docker in via bot
 
 smoke: $(STAMP)  ## docker run IMAGE train on a synthetic channel mounted at /opt/ml (GPU=1: --gpus all)
 	rm -rf $(SMOKE_DIR)
-	$(PY) -m data_prep synth $(SMOKE_DIR)/voc
+	$(PY) -m data_prep synth $(SMOKE_DIR)/voc --num-images 40
 	$(PY) -m data_prep build $(SMOKE_DIR)/voc $(SMOKE_DIR)/channel
 	$(PY) -m launch local $(SMOKE_DIR)/channel --base-dir $(SMOKE_DIR)/opt_ml --copy-channels --prepare-only --hp num_steps=$(SMOKE_STEPS)
 	docker run --rm $(if $(filter 1,$(GPU)),--gpus all) --user $$(id -u):$$(id -g) -e HOME=/tmp -v $(abspath $(SMOKE_DIR))/opt_ml:/opt/ml $(IMAGE) train

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,10 +25,10 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launch.s3_sync import upload_channel  # noqa: E402
+from launch.s3_sync import upload_channel
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
+def start_moto(workdir: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -35,6 +36,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=workdir,
     )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -64,7 +66,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     args = parser.parse_args()
 
-    process, endpoint = start_moto()
+    workdir = tempfile.mkdtemp(prefix="bench-upload-")
+    process, endpoint = start_moto(workdir)
     try:
         s3 = boto3.client(
             "s3",
@@ -101,6 +104,7 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def calibration_images(
         if len(images) >= count:
             break
     if len(images) < count:
-        log.warning("calibration: asked for %d images, the train shards hold %d", count, len(images))
+        log.warning(
+            "calibration: asked for %d images, the train shards hold %d", count, len(images)
+        )
     return images
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import copy
 
 import tensorflow as tf
-from tensorflow.python.framework import convert_to_constants
-
 from official.vision.serving import detection
+from tensorflow.python.framework import convert_to_constants
 
 INPUT_NAME = "image_tensor"
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")

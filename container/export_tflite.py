@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-
 from official.vision.modeling import factory
 from official.vision.ops import anchor, preprocess_ops
 

@@ -158,17 +158,25 @@ def read_voc_file(path: str) -> ImageAnnotation:
     return parse_voc_xml(data, path)
 
 
-def find_files(root: Path, suffixes: Sequence[str]) -> list[Path]:
-    """Files under `root` (recursive, sorted) whose suffix is one of `suffixes`."""
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found.extend(
-            Path(directory, name)
-            for name in files
-            if not name.startswith(".") and name.lower().endswith(tuple(suffixes))
-        )
-    return sorted(found)
+def find_files(root: Path | str, suffixes: Sequence[str]) -> list[str]:
+    """Paths (str, sorted) of files under `root`, recursively, with one of `suffixes`
+    (case-insensitive); hidden files and folders are ignored. Strings, not Path objects:
+    this runs over tens of thousands of files."""
+    wanted = tuple(suffix.lower() for suffix in suffixes)
+    found: list[str] = []
+    pending = [os.fspath(root)]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    pending.append(entry.path)
+                elif entry.name.lower().endswith(wanted):
+                    found.append(entry.path)
+    found.sort()
+    return found
 
 
 # ------------------------------------------------------------------ CSV formats

@@ -99,7 +99,7 @@ def load_annotations(source: Path, pool=None) -> list[ImageAnnotation]:
     """A folder of VOC XML (searched recursively), a CSV file, or a COCO JSON file."""
     source = Path(source)
     if source.is_dir():
-        paths = [str(path) for path in find_files(source, (".xml",))]
+        paths = find_files(source, (".xml",))
         if not paths:
             raise DataPrepError(
                 f"{source}: no .xml annotation files found; point at the folder holding the "
@@ -126,19 +126,23 @@ class ImageIndex:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.by_relative: dict[str, Path] = {}
-        self.by_name: dict[str, list[Path]] = defaultdict(list)
-        self.by_stem: dict[str, list[Path]] = defaultdict(list)
+        prefix = len(os.path.join(os.fspath(self.root), ""))
+        self.by_relative: dict[str, str] = {}
+        self.by_name: dict[str, list[str]] = defaultdict(list)
+        self.by_stem: dict[str, list[str]] = defaultdict(list)
         for path in find_files(self.root, IMAGE_SUFFIXES):
-            relative = path.relative_to(self.root).as_posix()
+            relative = path[prefix:].replace(os.sep, "/")
             self.by_relative[relative] = path
-            self.by_name[path.name].append(path)
-            self.by_stem[path.stem].append(path)
+            name = relative.rsplit("/", 1)[-1]
+            self.by_name[name].append(path)
+            self.by_stem[name.rsplit(".", 1)[0]].append(path)
+        self.relative_of = {path: relative for relative, path in self.by_relative.items()}
 
-    def relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+    def relative(self, path: str) -> str:
+        """Image path relative to the root, with forward slashes."""
+        return self.relative_of[path]
 
-    def find(self, annotation: ImageAnnotation) -> Path | None:
+    def find(self, annotation: ImageAnnotation) -> str | None:
         """The image an annotation names; DataPrepError when the name is ambiguous."""
         name = annotation.filename.replace("\\", "/")
         if name in self.by_relative:
@@ -163,7 +167,7 @@ class ImageIndex:
 
 @dataclass
 class MatchResult:
-    matched: list[tuple[ImageAnnotation, Path]]
+    matched: list[tuple[ImageAnnotation, str]]  # (annotation, image path)
     skipped: list[dict[str, str]]
     unannotated: list[str]
 
@@ -173,7 +177,7 @@ def match_images(
 ) -> MatchResult:
     """Pair each annotation with its image; two annotations for one image is an error."""
     matched, skipped = [], []
-    owner: dict[Path, str] = {}
+    owner: dict[str, str] = {}
     for annotation in annotations:
         path = index.find(annotation)
         if path is None:
@@ -193,7 +197,7 @@ def match_images(
         owner[path] = annotation.source
         matched.append((annotation, path))
     used = set(owner)
-    unannotated = [index.relative(p) for p in index.by_relative.values() if p not in used]
+    unannotated = [rel for rel, path in index.by_relative.items() if path not in used]
     return MatchResult(matched, skipped, sorted(unannotated))
 
 
@@ -209,7 +213,7 @@ def auto_shard_count(images: int, requested: int | None) -> int:
 
 def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
     """Encode the images of one shard and write it (runs in a worker process)."""
-    from data_prep.tfrecord_io import frame_records
+    from data_prep.tfrecord_io import write_records
 
     path, tasks, skip_bad = job
     payloads, reports = [], []
@@ -225,7 +229,7 @@ def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
             continue
         payloads.append(example)
         reports.append(report)
-    Path(path).write_bytes(frame_records(payloads))
+    write_records(path, payloads)
     return reports
 
 
@@ -476,7 +480,8 @@ def build_channel(
     given = read_class_list(options.label_map) if options.label_map else None
     with process_pool(worker_count(options.workers)) as pool:
         annotations = load_annotations(source, pool)
-        match = match_images(annotations, ImageIndex(images_root), options.skip_bad_images)
+        index = ImageIndex(images_root)
+        match = match_images(annotations, index, options.skip_bad_images)
         matched_annotations = [annotation for annotation, _ in match.matched]
         classes, _ = resolve_classes(
             files_by_class(matched_annotations),
@@ -494,8 +499,8 @@ def build_channel(
             split: [
                 ImageTask(
                     source_id=source_id_of[id(a)],
-                    image_path=str(path_of[id(a)]),
-                    name=path_of[id(a)].relative_to(images_root).as_posix(),
+                    image_path=path_of[id(a)],
+                    name=index.relative(path_of[id(a)]),
                     annotation=a,
                     class_ids=class_ids,
                 )

@@ -3,6 +3,7 @@ over the same pieces `build` uses, for users who want to inspect or edit between
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from data_prep import schema
@@ -40,16 +41,11 @@ def convert_to_csv(
     it); without, names are written as annotated."""
     items = load_annotations(Path(annotations))
     if images_dir is not None:
-        match = match_images(items, ImageIndex(Path(images_dir)), skip_bad_images)
+        index = ImageIndex(Path(images_dir))
+        match = match_images(items, index, skip_bad_images)
         items = [
-            type(a)(
-                filename=Path(p).relative_to(images_dir).as_posix(),
-                width=a.width,
-                height=a.height,
-                boxes=a.boxes,
-                source=a.source,
-            )
-            for a, p in match.matched
+            replace(annotation, filename=index.relative(path), path_hint="")
+            for annotation, path in match.matched
         ]
     check = files_by_class(items)
     resolve_classes(check, None)  # near-duplicate names fail here, before anything is written
@@ -113,7 +109,8 @@ def csv_to_tfrecords(
     csv_path = Path(csv_path)
     items = _read_csv(csv_path)
     images_root = Path(images_dir) if images_dir else csv_path.parent
-    match = match_images(items, ImageIndex(images_root), skip_bad_images)
+    index = ImageIndex(images_root)
+    match = match_images(items, index, skip_bad_images)
     classes, _ = resolve_classes(
         files_by_class([a for a, _ in match.matched]),
         read_class_list(label_map),
@@ -124,8 +121,8 @@ def csv_to_tfrecords(
     tasks = [
         ImageTask(
             first_source_id + number,
-            str(path),
-            path.relative_to(images_root).as_posix(),
+            path,
+            index.relative(path),
             annotation,
             class_ids,
         )

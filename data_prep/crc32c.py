@@ -17,7 +17,7 @@ import numpy as np
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 _CHUNK = 1024  # bytes per lane; a multiple of 4
-_LANES = 8192  # lanes per block: the block (8 MB) and its registers stay in cache
+_LANES = 8192  # lanes per block (8 MB of data)
 
 try:  # pragma: no cover - depends on the environment
     import google_crc32c as _google_crc32c  # type: ignore[import-not-found]
@@ -104,16 +104,19 @@ def _solve_prefix() -> bytes:
 
 
 def _chunk_registers(words: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Registers (from 0) of each row of `words`, all rows advancing together."""
-    columns = np.ascontiguousarray(words.T)  # a block small enough to stay in cache
+    """Registers (from 0) of each row of `words`, all rows advancing together.
+
+    Columns are read in place (strided): for a block of _LANES rows the touched cache
+    lines stay in cache across the 16 columns sharing them, which measured faster than
+    transposing the block first."""
     lanes = words.shape[0]
     registers = np.zeros(lanes, dtype=np.uint32)
     mixed = np.empty(lanes, dtype=np.uint32)
     upper = np.empty(lanes, dtype=np.uint32)
     halves = mixed.view(np.uint16).reshape(lanes, 2)  # little-endian: [:, 0] is the low half
     low_half, high_half = halves[:, 0], halves[:, 1]
-    for column in columns:
-        np.bitwise_xor(registers, column, out=mixed)
+    for column in range(words.shape[1]):
+        np.bitwise_xor(registers, words[:, column], out=mixed)
         np.take(low, low_half, out=registers)
         np.take(high, high_half, out=upper)
         np.bitwise_xor(registers, upper, out=registers)
@@ -128,9 +131,26 @@ def crc32c_many(buffers: Sequence[bytes]) -> list[int]:
 
 
 def crc32c_many_numpy(buffers: Sequence[bytes]) -> list[int]:
-    """The numpy implementation of `crc32c_many` (always available)."""
-    if not buffers:
-        return []
+    """The numpy implementation of `crc32c_many` (always available).
+
+    Buffers go in groups of about one block (_LANES chunks), so the padded copy of a group
+    stays in cache while its lanes run."""
+    results: list[int] = []
+    group: list[bytes] = []
+    group_bytes = 0
+    for buffer in buffers:
+        padded = (len(buffer) + 4 + _CHUNK - 1) // _CHUNK * _CHUNK
+        if group and group_bytes + padded > _LANES * _CHUNK:
+            results += _group_crc32c(group)
+            group, group_bytes = [], 0
+        group.append(buffer)
+        group_bytes += padded
+    if group:
+        results += _group_crc32c(group)
+    return results
+
+
+def _group_crc32c(buffers: Sequence[bytes]) -> list[int]:
     low, high, advance, prefix = _tables()
     chunk = _CHUNK
     # Front-pad each buffer to whole chunks: zeros (no effect on a zero register) then the

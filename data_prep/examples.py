@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from data_prep import schema
 
 _LENGTH_DELIMITED = 2
+_ONE_BYTE = [bytes((value,)) for value in range(128)]
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
     out = bytearray()
@@ -27,35 +30,67 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: tag, length, payload."""
-    return _varint((number << 3) | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
-
-
 def bytes_feature(values: Sequence[bytes]) -> bytes:
     """Feature{bytes_list: BytesList{value: values}}."""
-    return _field(1, b"".join(_field(1, value) for value in values))
+    inner = b"".join([b"\x0a" + _varint(len(value)) + value for value in values])
+    return b"\x0a" + _varint(len(inner)) + inner
 
 
 def float_feature(values: Sequence[float]) -> bytes:
     """Feature{float_list: FloatList{value: values}} (packed little-endian float32)."""
+    if not values:
+        return b"\x12\x00"
     packed = struct.pack(f"<{len(values)}f", *values)
-    return _field(2, _field(1, packed) if values else b"")
+    inner = b"\x0a" + _varint(len(packed)) + packed
+    return b"\x12" + _varint(len(inner)) + inner
 
 
 def int64_feature(values: Sequence[int]) -> bytes:
     """Feature{int64_list: Int64List{value: values}} (packed varints)."""
-    packed = b"".join(_varint(int(value)) for value in values)
-    return _field(3, _field(1, packed) if values else b"")
+    if not values:
+        return b"\x1a\x00"
+    if all(0 <= value < 128 for value in values):
+        packed = bytes(values)
+    else:
+        packed = b"".join([_varint(int(value)) for value in values])
+    inner = b"\x0a" + _varint(len(packed)) + packed
+    return b"\x1a" + _varint(len(inner)) + inner
+
+
+# Per feature key, the start of its map entry: field 1 (the key), then the tag of field 2
+# (the Feature; its length and bytes follow).
+_ENTRY_PREFIX: dict[str, bytes] = {}
+
+
+def _entry_prefix(key: str) -> bytes:
+    prefix = _ENTRY_PREFIX.get(key)
+    if prefix is None:
+        raw = key.encode()
+        prefix = _ENTRY_PREFIX[key] = b"\x0a" + _varint(len(raw)) + raw + b"\x12"
+    return prefix
+
+
+def _entry(key: str, feature: bytes) -> bytes:
+    body = _entry_prefix(key) + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(body)) + body
 
 
 def example_bytes(features: dict[str, bytes]) -> bytes:
-    """Example{features: Features{feature: map}} from encoded Feature messages by key."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, feature))
-        for key, feature in sorted(features.items())
-    )
-    return _field(1, entries)
+    """Example{features: Features{feature: map}} from encoded Feature messages by key
+    (keys in sorted order, as protobuf's deterministic serialisation writes a map)."""
+    entries = b"".join([_entry(key, features[key]) for key in sorted(features)])
+    return b"\x0a" + _varint(len(entries)) + entries
+
+
+def _large_bytes_entry(key: str, value: bytes) -> tuple[bytes, int]:
+    """Head bytes of the map entry holding one large bytes value, and the entry length;
+    the value itself follows the head, so it is copied once, in the final join."""
+    bytes_list_len = 1 + len(_varint(len(value))) + len(value)
+    feature_head = b"\x0a" + _varint(bytes_list_len) + b"\x0a" + _varint(len(value))
+    feature_len = len(feature_head) + len(value)
+    body_head = _entry_prefix(key) + _varint(feature_len)
+    head = b"\x0a" + _varint(len(body_head) + feature_len) + body_head + feature_head
+    return head, len(head) + len(value)
 
 
 @dataclass(frozen=True)
@@ -92,8 +127,7 @@ def detection_example(
         (x1 - x0) * (y1 - y0) * width * height
         for x0, y0, x1, y1 in zip(boxes.xmin, boxes.ymin, boxes.xmax, boxes.ymax, strict=True)
     ]
-    features = {
-        schema.IMAGE_ENCODED: bytes_feature([encoded]),
+    small = {
         schema.IMAGE_FORMAT: bytes_feature([image_format.encode()]),
         schema.IMAGE_HEIGHT: int64_feature([height]),
         schema.IMAGE_WIDTH: int64_feature([width]),
@@ -111,7 +145,19 @@ def detection_example(
         schema.OBJECT_AREA: float_feature(areas),
         schema.OBJECT_IS_CROWD: int64_feature([0] * len(areas)),
     }
-    return example_bytes(features)
+    # The same bytes as example_bytes({IMAGE_ENCODED: ..., **small}): sorted keys.
+    parts: list[bytes] = []
+    length = 0
+    for key in sorted([*small, schema.IMAGE_ENCODED]):
+        if key == schema.IMAGE_ENCODED:
+            head, entry_len = _large_bytes_entry(key, encoded)
+            parts += (head, encoded)
+        else:
+            entry = _entry(key, small[key])
+            parts.append(entry)
+            entry_len = len(entry)
+        length += entry_len
+    return b"".join([b"\x0a", _varint(length), *parts])
 
 
 # ---- reading back (stats, tests): a minimal decoder for the messages written above ----

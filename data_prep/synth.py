@@ -2,8 +2,8 @@
 
 Each image is a smooth random texture in muted colours with 0-3 non-overlapping shapes.
 Each class has its own shape AND colour family (circle: red, square: blue, triangle:
-yellow), sizes are 15-45% of the image side, and about 10% of the images have no
-objects (negatives). The same seed gives the same files.
+yellow), sizes are 15-45% of the image side, and every 10th image has no objects
+(a negative). The same seed gives the same files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 CLASSES = ("circle", "square", "triangle")
 DEFAULT_IMAGES = 200
 DEFAULT_SIZE = 256
-_NEGATIVE_FRACTION = 0.1
+_NEGATIVE_EVERY = 10  # every 10th image has no objects
 _COLOURS = {
     "circle": ((200, 30, 30), (255, 90, 70)),
     "square": ((20, 40, 200), (80, 120, 255)),
@@ -143,8 +143,8 @@ def write_synthetic_voc(
         stem = f"synth-{number:04d}"
         image = _texture(rng, image_size)
         boxes: list[SynthBox] = []
-        # Every class shows up: the first images cycle through the classes.
-        if rng.random() >= _NEGATIVE_FRACTION or number < len(CLASSES):
+        # Every 10th image is a negative; the first images cycle through the classes.
+        if number % _NEGATIVE_EVERY != _NEGATIVE_EVERY - 1:
             wanted = rng.randint(1, 3)
             names = [CLASSES[number % len(CLASSES)]] + [
                 rng.choice(CLASSES) for _ in range(wanted - 1)

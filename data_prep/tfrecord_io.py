@@ -11,8 +11,19 @@ from data_prep.crc32c import crc32c_many, crc32c_small, masked_crc
 
 def frame_records(payloads: Sequence[bytes]) -> bytes:
     """The TFRecord file bytes holding `payloads`, in order."""
+    return b"".join(framed_parts(payloads))
+
+
+def write_records(path: Path | str, payloads: Sequence[bytes]) -> None:
+    """Write a TFRecord file holding `payloads` (no joined copy of the whole file)."""
+    with open(path, "wb") as handle:
+        handle.writelines(framed_parts(payloads))
+
+
+def framed_parts(payloads: Sequence[bytes]) -> list[bytes]:
+    """Header, payload and footer pieces of every record, in file order."""
     payload_crcs = crc32c_many(payloads)
-    parts = []
+    parts: list[bytes] = []
     for payload, crc in zip(payloads, payload_crcs, strict=True):
         length = struct.pack("<Q", len(payload))
         parts += (
@@ -21,7 +32,7 @@ def frame_records(payloads: Sequence[bytes]) -> bytes:
             payload,
             struct.pack("<I", masked_crc(crc)),
         )
-    return b"".join(parts)
+    return parts
 
 
 def iter_records(path: Path, verify: bool = True) -> Iterator[bytes]:

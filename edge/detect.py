@@ -128,7 +128,7 @@ class TfliteDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         tensor, placement = self.input_tensor(image)
         boxes, classes, scores, count = self.run(tensor)
-        num = int(round(float(count.reshape(-1)[0])))
+        num = round(float(count.reshape(-1)[0]))
         pixels = placement.normalised_to_pixels(boxes[0][:num])
         # Round, do not truncate: a dequantised 2 can be 1.9999.
         return to_detections(pixels, np.rint(classes[0][:num]).astype(int), scores[0][:num], num)

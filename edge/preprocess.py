@@ -56,7 +56,9 @@ def fit_size(height: int, width: int, input_height: int, input_width: int) -> tu
     )
 
 
-def letterbox(image: np.ndarray, input_height: int, input_width: int) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    image: np.ndarray, input_height: int, input_width: int
+) -> tuple[np.ndarray, Letterbox]:
     """RGB uint8 [H, W, 3] -> uint8 [input_height, input_width, 3] and how it was placed."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {image.shape}")

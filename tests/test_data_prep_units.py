@@ -198,7 +198,7 @@ def test_coco_json_reader():
     assert a.notes == ("crowd annotation 2 dropped",)
     assert b.boxes == ()
     document["images"].append({"id": 3, "file_name": "a.jpg"})
-    with pytest.raises(DataPrepError, match="'a.jpg' is listed twice"):
+    with pytest.raises(DataPrepError, match=r"'a\.jpg' is listed twice"):
         parse_coco_json(json.dumps(document), "c.json")
 
 

@@ -43,11 +43,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def _start_moto(
+    workdir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     port = _free_port()
+    # The recorder writes its file in the server's working folder: keep it out of the tree.
+    recording = workdir / "moto_recording"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **(extra_env or {})},
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording), **(extra_env or {})},
+        cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -65,8 +70,8 @@ def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pop
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    process, endpoint = _start_moto()
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, endpoint = _start_moto(tmp_path_factory.mktemp("moto"))
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
@@ -536,9 +541,11 @@ def test_push_creates_repository_and_logs_docker_in_via_stdin(aws, tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def iam_enforcing_moto() -> Iterator[str]:
+def iam_enforcing_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second moto server that enforces IAM after the first 4 (setup) requests."""
-    process, endpoint = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    process, endpoint = _start_moto(
+        tmp_path_factory.mktemp("moto-iam"), {"INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    )
     yield endpoint
     process.terminate()
     process.wait(timeout=10)

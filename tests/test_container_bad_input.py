@@ -1,0 +1,111 @@
+"""Bad input: each case fails before training with one line in output/failure and exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, TINY_HYPERPARAMETERS, container_env, make_base_dir
+
+from container.__main__ import EXIT_USER_ERROR, train
+from container.sagemaker_env import SageMakerEnv
+
+
+def failure_of(base) -> str:
+    env = SageMakerEnv(base)
+    assert train(env) == EXIT_USER_ERROR
+    message = env.failure_file.read_text()
+    assert len(message.strip().splitlines()) == 1, message
+    return message
+
+
+def test_missing_training_channel(tmp_path):
+    base = make_base_dir(tmp_path, None, TINY_HYPERPARAMETERS)
+    assert "input/data/training does not exist" in failure_of(base)
+
+
+def test_empty_training_channel(tmp_path):
+    base = make_base_dir(tmp_path, None, TINY_HYPERPARAMETERS)
+    (base / "input/data/training").mkdir(parents=True)
+    message = failure_of(base)
+    assert "has no train-*-of-*.tfrecord shards" in message
+    assert "python -m data_prep build" in message
+
+
+def test_label_id_missing_from_the_label_map(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    (base / "input/data/training/label_map.pbtxt").write_text(
+        "item { id: 1 name: 'circle' }\nitem { id: 2 name: 'square' }\n"
+    )
+    message = failure_of(base)
+    assert "use class id(s) [3] that label_map.pbtxt lacks" in message
+
+
+def test_unknown_hyperparameter_lists_the_known_ones(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "epochs": "3"})
+    message = failure_of(base)
+    assert "unknown hyperparameter(s) epochs" in message
+    assert "num_steps" in message
+
+
+def test_non_numeric_num_steps(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "num_steps": "1k"})
+    assert "num_steps='1k' is not a valid int" in failure_of(base)
+
+
+def test_image_size_not_a_multiple_of_the_preset_stride(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "image_size": "100"})
+    assert "image_size=100 must be a multiple of 64" in failure_of(base)
+
+
+def test_checkpoint_channel_without_a_checkpoint(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    checkpoint = base / "input/data/checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.h5").write_bytes(b"not a checkpoint")
+    assert "holds no TensorFlow checkpoint" in failure_of(base)
+
+
+def test_checkpoint_channel_with_a_broken_checkpoint(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    checkpoint = base / "input/data/checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "ckpt-5.index").write_bytes(b"garbage")
+    assert "cannot be read" in failure_of(base)
+
+
+def test_pipeline_yaml_with_an_unknown_field(synthetic_channel, tmp_path):
+    base = make_base_dir(
+        tmp_path, synthetic_channel, TINY_HYPERPARAMETERS, pipeline_yaml="task:\n  modle: {}\n"
+    )
+    assert "pipeline.yaml" in failure_of(base)
+
+
+def test_cli_without_arguments_runs_train_and_fails_cleanly(tmp_path):
+    """SDK local mode passes no argument: the same job runs; a bad input exits 1."""
+    base = make_base_dir(tmp_path, None, TINY_HYPERPARAMETERS)
+    completed = subprocess.run(
+        [sys.executable, "-m", "container"],
+        env=container_env(base),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == EXIT_USER_ERROR
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert (base / "output/failure").read_text().startswith("training channel")
+
+
+@pytest.mark.parametrize("argv", [["--help"]])
+def test_help_documents_hyperparameters_and_presets(argv, capsys):
+    from container.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "calibration_samples" in text
+    assert "retinanet_resnet50_fpn_640" in text

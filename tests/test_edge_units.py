@@ -1,0 +1,176 @@
+"""Pure parts of the Pi side: letterbox maths, input quantisation, TFRecord parsing, COCO scoring,
+input classification and the CLI's one-line errors. No trained model needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge import detect, preprocess, records
+from edge.benchmark import latency_stats
+from edge.errors import EdgeError
+from edge.evaluate import Sample, coco_scores
+from edge.sources import expand_inputs
+from tests.conftest import REPO
+
+
+def test_letterbox_keeps_aspect_and_pads_bottom_right_with_the_mean_pixel():
+    image = np.full((50, 100, 3), 255, dtype=np.uint8)
+    pixels, placement = preprocess.letterbox(image, 64, 64)
+    assert pixels.shape == (64, 64, 3)
+    assert (placement.scale_y, placement.scale_x) == (32 / 50, 64 / 100)
+    assert (pixels[:32] == 255).all()
+    assert (pixels[32:] == preprocess.PAD_RGB).all()
+
+
+def test_normalised_boxes_map_back_to_original_pixels():
+    image = np.zeros((50, 100, 3), dtype=np.uint8)
+    _, placement = preprocess.letterbox(image, 64, 64)
+    # The whole resized image is the top half of the input: y in [0, 0.5], x in [0, 1].
+    boxes = placement.normalised_to_pixels(np.array([[0.0, 0.0, 0.5, 1.0], [0.25, 0.25, 0.5, 0.5]]))
+    np.testing.assert_allclose(boxes[0], [0, 0, 50, 100], atol=1e-4)
+    np.testing.assert_allclose(boxes[1], [25, 25, 50, 50], atol=1e-4)
+
+
+def test_input_tensor_follows_the_models_own_quantisation():
+    pixels = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    as_float = preprocess.to_input_tensor(pixels, np.float32, (0.0, 0))
+    assert as_float.dtype == np.float32 and as_float.shape == (1, 1, 1, 3)
+    np.testing.assert_array_equal(as_float[0, 0, 0], [0, 128, 255])
+    raw = preprocess.to_input_tensor(pixels, np.uint8, (0.0, 0))
+    np.testing.assert_array_equal(raw[0, 0, 0], [0, 128, 255])
+    quantised = preprocess.to_input_tensor(pixels, np.int8, (1.0, -128))
+    np.testing.assert_array_equal(quantised[0, 0, 0], [-128, 0, 127])
+    halved = preprocess.to_input_tensor(pixels, np.uint8, (2.0, 0))
+    np.testing.assert_array_equal(halved[0, 0, 0], [0, 64, 128])
+
+
+def test_dequantised_class_ids_are_rounded_not_truncated():
+    raw = np.array([[2, 4]], dtype=np.uint8)
+    values = detect.dequantize(raw, (0.49999, 0))
+    assert values[0, 0] < 1.0 and values[0, 1] < 2.0
+    assert np.rint(values).astype(int).tolist() == [[1, 2]]
+    floats = np.array([1.5], dtype=np.float32)
+    assert detect.dequantize(floats, (0.0, 0)).tolist() == [1.5]
+
+
+def test_to_detections_converts_to_xy_boxes_sorted_by_score():
+    boxes = np.array([[10, 20, 30, 40], [1, 2, 3, 4]], dtype=np.float32)
+    found = detect.to_detections(boxes, np.array([1, 0]), np.array([0.2, 0.9]), 2)
+    assert [d.label_index for d in found] == [0, 1]
+    assert found[1].box == (20.0, 10.0, 40.0, 30.0)
+    assert found[0].as_dict(["a", "b"])["label"] == "a"
+
+
+def test_tfrecord_reader_matches_tensorflow(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    feature = tf.train.Feature
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image/encoded": feature(bytes_list=tf.train.BytesList(value=[b"\x00\xff"])),
+                "image/object/bbox/xmin": feature(float_list=tf.train.FloatList(value=[0.25, 1])),
+                "image/object/class/label": feature(int64_list=tf.train.Int64List(value=[3, -1])),
+            }
+        )
+    )
+    path = tmp_path / "eval-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(example.SerializeToString())
+        writer.write(example.SerializeToString())
+    parsed = [records.parse_example(r) for r in records.read_records(path)]
+    assert len(parsed) == 2
+    assert parsed[0]["image/encoded"] == [b"\x00\xff"]
+    assert parsed[0]["image/object/bbox/xmin"] == [0.25, 1.0]
+    assert parsed[0]["image/object/class/label"] == [3, -1]
+
+
+def test_truncated_tfrecord_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.tfrecord"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00abc")
+    with pytest.raises(EdgeError, match="truncated"):
+        list(records.read_records(path))
+
+
+def _sample(boxes, labels):
+    return Sample("s", np.zeros((100, 100, 3), np.uint8), np.array(boxes, np.float32), labels)
+
+
+def test_coco_scores_perfect_shifted_and_missing():
+    truth = [_sample([[10, 10, 50, 50]], (0,)), _sample([[20, 20, 80, 60]], (1,))]
+    perfect = [
+        [detect.Detection(0, 0.9, (10, 10, 50, 50))],
+        [detect.Detection(1, 0.8, (20, 20, 80, 60))],
+    ]
+    scores = coco_scores(zip(truth, perfect, strict=True), num_classes=2)
+    assert scores["AP"] == pytest.approx(1.0) and scores["AP50"] == pytest.approx(1.0)
+    assert scores["per_class_AP"] == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
+    shifted = [
+        [detect.Detection(0, 0.9, (14, 14, 54, 54))],
+        [detect.Detection(1, 0.8, (20, 20, 80, 60))],
+    ]
+    partly = coco_scores(zip(truth, shifted, strict=True), num_classes=2)
+    assert partly["AP50"] == pytest.approx(1.0) and partly["AP"] < 1.0
+    wrong_class = [[detect.Detection(1, 0.9, (10, 10, 50, 50))], []]
+    assert coco_scores(zip(truth, wrong_class, strict=True), num_classes=2)["AP50"] == 0.0
+    nothing = coco_scores(zip(truth, [[], []], strict=True), num_classes=2)
+    assert nothing["AP"] == 0.0 and nothing["images"] == 2
+
+
+def test_latency_stats():
+    stats = latency_stats([0.010, 0.020, 0.030, 0.040, 0.100])
+    assert stats["median_ms"] == 30.0
+    assert 40.0 < stats["p90_ms"] <= 100.0
+    assert stats["fps"] == pytest.approx(33.3, abs=0.1)
+
+
+def test_expand_inputs_classifies_files_folders_and_cameras(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.mp4").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    sources = expand_inputs([str(tmp_path / "a.jpg"), str(tmp_path / "sub"), "0"])
+    assert [(s.kind, s.name) for s in sources] == [
+        ("image", "a"),
+        ("video", "b"),
+        ("camera", "camera0"),
+    ]
+    with pytest.raises(EdgeError, match="unknown file type"):
+        expand_inputs([str(tmp_path / "notes.txt")])
+    with pytest.raises(EdgeError, match="not found"):
+        expand_inputs([str(tmp_path / "missing.jpg")])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["detect", "--model", "missing.tflite", "{img}"], "missing.tflite: not found"),
+        (["detect", "--model", "{txt}", "{img}"], "not a TFLite model"),
+        (["benchmark", "--model", "missing.tflite"], "missing.tflite: model file not found"),
+        (["evaluate", "--model", "m.tflite", "--data", "nowhere"], "nowhere: not found"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8)).save(image)
+    text = tmp_path / "model.tflite"
+    text.write_text("not a model")
+    filled = [a.format(img=image, txt=text) for a in arguments]
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", *filled],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
