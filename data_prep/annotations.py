@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +81,40 @@ def _flag(element, tag: str) -> int:
         return 0
 
 
+_PLAIN_DECLARATION = re.compile(
+    rb"<\?xml[^>]*?encoding=[\"'](?:utf-?8|us-ascii|ascii|iso-8859-1|latin-?1)[\"']", re.I
+)
+
+
+def _parse_untrusted_xml(data: bytes):
+    """Root element of XML from an untrusted export, never expanding entities.
+
+    Entities can only be declared in a DTD (`<!DOCTYPE`). A file with no `<!` at all, in
+    an encoding where that byte test is exact (UTF-8/ASCII/Latin-1, no NUL bytes), has
+    none, so the C parser reads it (about 5x faster). Anything else goes through
+    defusedxml, which refuses entity declarations and external references."""
+    import xml.etree.ElementTree as fast_et
+
+    import defusedxml.ElementTree as safe_et
+
+    head = data[:200]
+    declared = head.lstrip(b"\xef\xbb\xbf").startswith(b"<?xml") and b"encoding" in head
+    plain = (
+        b"<!" not in data
+        and b"\x00" not in head
+        and (not declared or _PLAIN_DECLARATION.match(head.lstrip(b"\xef\xbb\xbf")) is not None)
+    )
+    return fast_et.fromstring(data) if plain else safe_et.fromstring(data)
+
+
 def parse_voc_xml(data: bytes, source: str) -> ImageAnnotation:
     """One Pascal VOC annotation (labelImg, VoTT's Pascal VOC export, CVAT)."""
     from xml.etree.ElementTree import ParseError
 
-    import defusedxml.ElementTree as safe_et
     from defusedxml import DefusedXmlException
 
     try:
-        root = safe_et.fromstring(data)
+        root = _parse_untrusted_xml(data)
     except DefusedXmlException as error:
         raise DataPrepError(
             f"{source}: refused: the XML declares entities or external references "

@@ -258,3 +258,16 @@ def test_split_rejects_bad_fraction():
 def test_numpy_crc_path_matches_reference_even_when_a_c_library_is_installed():
     buffers = [os.urandom(n) for n in (0, 7, 5000, 70000)]
     assert crc32c.crc32c_many_numpy(buffers) == [_slow_crc32c(b) for b in buffers]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_entity_declarations_refused_in_any_encoding(encoding):
+    from data_prep.annotations import parse_voc_xml
+
+    text = (
+        f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
+        '<!DOCTYPE a [<!ENTITY x "expanded">]>'
+        "<annotation><filename>&x;</filename></annotation>"
+    )
+    with pytest.raises(DataPrepError, match="refused"):
+        parse_voc_xml(text.encode(encoding), "bomb.xml")
