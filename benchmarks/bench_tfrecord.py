@@ -6,7 +6,9 @@ commands including interpreter start-up:
   ours:    python -m data_prep build VOC CHANNEL            (XML parsing, split, 2 splits)
   classic: a generate_tfrecord-style script: pandas groupby on a CSV prepared beforehand
            (not timed), per image open + PIL size + tf.train.Example, one TFRecordWriter.
-and prints images/s for each and the ratio. Usage:
+and prints images/s for each and the ratios (wall clock, and CPU time, which is the fairer
+figure when other jobs share the cores), plus a raw `cp -rL` of the images for reference.
+Usage:
   .venv/bin/python benchmarks/bench_tfrecord.py [--copies 50] [--raccoon DIR] [--keep DIR]
 """
 
@@ -205,6 +207,8 @@ def main() -> None:
             ]
         )
         classic_images = int(classic.stdout.split()[-1])
+        # Reference for this machine's file system: copying the images raw.
+        raw_copy = timed(["cp", "-rL", str(voc / "images"), str(work / "raw_copy")])
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -222,6 +226,7 @@ def main() -> None:
         ("ours    build (VOC XML -> channel)", ours),
         ("ours    tfrecord (CSV -> shards)", from_csv),
         ("classic pandas + tf.train.Example", classic),
+        ("reference: cp -rL of the images", raw_copy),
     )
     for label, timing in rows:
         print(

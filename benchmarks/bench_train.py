@@ -11,6 +11,7 @@ actions (metric lines, NaN and SIGTERM checks), so the ratio should be about 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import pathlib
@@ -104,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return steps_per_second(stamps)
 
     results: dict[str, list[float]] = {"model_garden": [], "container": []}
-    for index in range(args.repeats):
-        results["model_garden"].append(run_model_garden(index))
-        results["container"].append(run_container(index))
-        logger.info("after repeat %d: %s", index + 1, results)
+    # Orbit prints its progress to stdout; keep stdout for the JSON report.
+    with contextlib.redirect_stdout(sys.stderr):
+        for index in range(args.repeats):
+            results["model_garden"].append(run_model_garden(index))
+            results["container"].append(run_container(index))
+            logger.info("after repeat %d: %s", index + 1, results)
     best = {name: max(values) for name, values in results.items()}
     report = {
         "config": {

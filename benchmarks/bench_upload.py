@@ -11,42 +11,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from launch.s3_sync import upload_channel
+from launch_helpers import moto_server  # noqa: E402 - after the path set-up above
+
+from launch.s3_sync import DEFAULT_WORKERS, UploadReport, upload_channel  # noqa: E402
 
 
-def start_moto(workdir: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=workdir,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2).read()
-            return process, endpoint
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("moto server did not start")
+class BenchmarkError(RuntimeError):
+    """The uploader did not do what the benchmark measures; the timing would be meaningless."""
+
+
+def check_report(report: UploadReport, uploaded: int, skipped: int, what: str) -> None:
+    if (len(report.uploaded), len(report.skipped)) != (uploaded, skipped):
+        raise BenchmarkError(
+            f"{what}: expected {uploaded} uploaded and {skipped} skipped, got "
+            f"{len(report.uploaded)} and {len(report.skipped)}"
+        )
 
 
 def make_channel(folder: Path, files: int, kib: int) -> int:
@@ -61,14 +51,24 @@ def make_channel(folder: Path, files: int, kib: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument(
+        "--files", type=int, default=2000, help="files in the channel (%(default)s)"
+    )
     parser.add_argument("--kib", type=int, default=32, help="size of each file in KiB")
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="parallel requests of the launch uploader (%(default)s)",
+    )
     args = parser.parse_args()
+    if args.files < 1 or args.kib < 0 or args.workers < 1:
+        parser.error("--files and --workers must be at least 1, --kib at least 0")
 
-    workdir = tempfile.mkdtemp(prefix="bench-upload-")
-    process, endpoint = start_moto(workdir)
-    try:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp,
+        moto_server(Path(tmp)) as endpoint,
+    ):
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -78,33 +78,28 @@ def main() -> None:
             config=Config(max_pool_connections=args.workers + 4),
         )
         s3.create_bucket(Bucket="bench-upload")
-        with tempfile.TemporaryDirectory() as tmp:
-            channel = Path(tmp) / "channel"
-            total = make_channel(channel, args.files, args.kib)
-            print(f"channel: {args.files} files, {total / 2**20:.1f} MiB; server {endpoint}")
+        channel = Path(tmp) / "channel"
+        total = make_channel(channel, args.files, args.kib)
+        print(f"channel: {args.files} files, {total / 2**20:.1f} MiB; server {endpoint}")
 
-            started = time.perf_counter()
-            for path in sorted(channel.iterdir()):
-                s3.upload_file(str(path), "bench-upload", f"loop/{path.name}")
-            loop_seconds = time.perf_counter() - started
-            print(f"boto3 one-file-at-a-time loop: {loop_seconds:7.2f} s")
+        started = time.perf_counter()
+        for path in sorted(channel.iterdir()):
+            s3.upload_file(str(path), "bench-upload", f"loop/{path.name}")
+        loop_seconds = time.perf_counter() - started
+        print(f"boto3 one-file-at-a-time loop: {loop_seconds:7.2f} s")
 
-            report = upload_channel(
-                s3, channel, "s3://bench-upload/launch", workers=args.workers, progress=False
-            )
-            assert len(report.uploaded) == args.files
-            print(f"launch upload ({args.workers} workers):  {report.seconds:7.2f} s")
-            print(f"speed-up (loop / launch):      {loop_seconds / report.seconds:7.2f}x")
+        report = upload_channel(
+            s3, channel, "s3://bench-upload/launch", workers=args.workers, progress=False
+        )
+        check_report(report, uploaded=args.files, skipped=0, what="first upload")
+        print(f"launch upload ({args.workers} workers):  {report.seconds:7.2f} s")
+        print(f"speed-up (loop / launch):      {loop_seconds / report.seconds:7.2f}x")
 
-            again = upload_channel(
-                s3, channel, "s3://bench-upload/launch", workers=args.workers, progress=False
-            )
-            assert len(again.skipped) == args.files and not again.uploaded
-            print(f"launch re-upload, all unchanged: {again.seconds:5.2f} s (0 files sent)")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        again = upload_channel(
+            s3, channel, "s3://bench-upload/launch", workers=args.workers, progress=False
+        )
+        check_report(again, uploaded=0, skipped=args.files, what="re-upload")
+        print(f"launch re-upload, all unchanged: {again.seconds:5.2f} s (0 files sent)")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,10 @@ def export_edge_models(
 
     saved_model = model_dir / "saved_model"
     if (saved_model / "saved_model.pb").is_file():
-        files["saved_model"] = {"eval": _named_per_class(evaluator.score(saved_model), label_map)}
+        files["saved_model"] = {
+            "size_bytes": sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file()),
+            "eval": _named_per_class(evaluator.score(saved_model), label_map),
+        }
 
     log.info("freezing the serving graph to %s", FROZEN_GRAPH)
     graph_def = export_frozen.frozen_graph_def(params, checkpoint_path)
@@ -270,9 +273,13 @@ def _write_summary_plot(content: dict[str, Any], path: pathlib.Path) -> None:
     sizes = [content["files"][name].get("size_bytes", 0) / 1e6 for name in names]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     left.barh(names, ap50, color="#3a7")
-    left.set_xlim(0, 1)
+    for row, value in enumerate(ap50):
+        left.text(value, row, f" {value:.3f}", va="center", fontsize=8)
+    left.set_xlim(0, 1.15)
     left.set_title(f"AP50 on {content['eval_data']}", fontsize=9)
     right.barh(names, sizes, color="#37a")
+    for row, value in enumerate(sizes):
+        right.text(value, row, f" {value:.2f}", va="center", fontsize=8)
     right.set_title("size (MB)", fontsize=9)
     figure.tight_layout()
     temporary = path.with_name(path.name + ".tmp.png")

@@ -80,6 +80,8 @@ def _postprocess_signature(
         f'attr {{ key: "max_detections" value {{ i: {max_detections} }} }}',
         'attr { key: "max_classes_per_detection" value { i: 1 } }',
         'attr { key: "detections_per_class" value { i: 5 } }',
+        # Class-agnostic ("fast") NMS: measured higher AP here than the op's regular NMS,
+        # which keeps only `detections_per_class` boxes per class.
         'attr { key: "use_regular_nms" value { b: false } }',
         f'attr {{ key: "nms_score_threshold" value {{ f: {score_threshold:f} }} }}',
         f'attr {{ key: "nms_iou_threshold" value {{ f: {iou_threshold:f} }} }}',

@@ -134,22 +134,23 @@ def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None)
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
     export.write_label_files(channel.label_map, env.model_dir)
 
+    # The handler stays installed through the exports: a SIGTERM after training must not kill
+    # a half-written model folder (SageMaker waits 120 s before SIGKILL).
     stop_flag = stop_flag or training.StopFlag()
     uninstall = stop_flag.install()
     try:
         result = training.run_training(
             params, env.checkpoints_dir, env.tensorboard_dir, evaluate=evaluate, stop_flag=stop_flag
         )
+        saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
+        report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
+
+        # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
+        if hp.export_edge:
+            report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
     finally:
         uninstall()
-
-    saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
-    report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
     report["seconds"] = round(time.monotonic() - started, 1)
-
-    # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
-    if hp.export_edge:
-        report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
     evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
     logger.info("model written to %s", env.model_dir)
     return report

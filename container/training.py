@@ -70,7 +70,7 @@ class StopFlag:
 
         def handler(signum: int, _frame: Any) -> None:
             name = signal.Signals(signum).name
-            logger.warning("%s received: stopping after the current training loop", name)
+            logger.warning("%s received: stopping after the current training loop or export", name)
             self.set(name)
 
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,11 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     from data_prep.synth import write_synthetic_voc
 
     counts = write_synthetic_voc(
-        args.out_dir, num_images=args.num_images, image_size=args.image_size, seed=args.seed
+        args.out_dir,
+        num_images=args.num_images,
+        image_size=args.image_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
     )
     print(json.dumps(counts))
 
@@ -191,6 +195,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=256, help="square side in pixels (default: %(default)s)"
     )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(

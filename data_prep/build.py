@@ -33,7 +33,7 @@ from data_prep.annotations import (
 )
 from data_prep.classes import files_by_class, resolve_classes
 from data_prep.encode import ImageReport, ImageTask, encode_image
-from data_prep.errors import DataPrepError
+from data_prep.errors import SKIP_HINT, DataPrepError
 from data_prep.label_map import format_label_map, format_labels_txt, parse_label_map
 from data_prep.split import split_images
 
@@ -182,11 +182,12 @@ def match_images(
         path = index.find(annotation)
         if path is None:
             message = (
-                f"{annotation.source}: image '{annotation.filename}' not found under "
-                f"{index.root}; add the image, fix the file name, or pass --skip-bad-images"
+                f"{annotation.source}: image '{annotation.filename}' not found under {index.root}"
             )
             if not skip_missing:
-                raise DataPrepError(message)
+                raise DataPrepError(
+                    f"{message}; add the image, fix the file name, or pass --skip-bad-images"
+                )
             skipped.append({"file": annotation.filename, "reason": message})
             continue
         if path in owner:
@@ -223,8 +224,9 @@ def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
         except DataPrepError as error:
             if not skip_bad:
                 raise
+            reason = str(error).replace(SKIP_HINT, "")  # the flag was given already
             reports.append(
-                ImageReport(task.name, task.annotation.source, task.source_id, skipped=str(error))
+                ImageReport(task.name, task.annotation.source, task.source_id, skipped=reason)
             )
             continue
         payloads.append(example)

@@ -129,6 +129,7 @@ def csv_to_tfrecords(
         for number, (annotation, path) in enumerate(match.matched)
     ]
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = out_dir / f".{split}.tmp"
     staging.mkdir(exist_ok=True)
@@ -143,6 +144,8 @@ def csv_to_tfrecords(
         for leftover in staging.glob("*"):
             leftover.unlink()
         staging.rmdir()
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # failed before any shard landed: leave no trace
     kept = [r for r in reports[split] if not r.skipped]
     return {
         "images": len(kept),

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from data_prep.annotations import Box, ImageAnnotation
-from data_prep.errors import DataPrepError
+from data_prep.errors import SKIP_HINT, DataPrepError
 from data_prep.examples import ExampleBoxes, detection_example
 from data_prep.images import prepare_image, read_header
 
@@ -122,12 +122,10 @@ def encode_image(task: ImageTask) -> tuple[bytes, ImageReport]:
     except OSError as error:
         raise DataPrepError(
             f"{task.image_path}: cannot read the image ({error.strerror}); add it or "
-            "remove its annotation (or pass --skip-bad-images)"
+            f"remove its annotation{SKIP_HINT}"
         ) from None
     if not data:
-        raise DataPrepError(
-            f"{task.image_path}: empty file; re-export it or remove it (or pass --skip-bad-images)"
-        )
+        raise DataPrepError(f"{task.image_path}: empty file; re-export it or remove it{SKIP_HINT}")
     header = read_header(data)
     # labelImg, VoTT and CVAT draw on the EXIF-rotated view; but when <size> matches the
     # stored (unrotated) pixels of a 90-degree orientation, the boxes are in that frame.

@@ -15,7 +15,7 @@ import io
 import struct
 from dataclasses import dataclass
 
-from data_prep.errors import DataPrepError
+from data_prep.errors import SKIP_HINT, DataPrepError
 
 JPEG_QUALITY = 95
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -126,7 +126,7 @@ def _decode(data: bytes, name: str):
     except Exception as error:  # Pillow raises many types for broken files
         raise DataPrepError(
             f"{name}: unreadable or truncated image ({error}); re-export the image or "
-            "remove it and its annotation (or pass --skip-bad-images)"
+            f"remove it and its annotation{SKIP_HINT}"
         ) from None
     return image
 

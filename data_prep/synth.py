@@ -121,8 +121,12 @@ def write_synthetic_voc(
     num_images: int = DEFAULT_IMAGES,
     image_size: int = DEFAULT_SIZE,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write `out_dir/images/synth-NNNN.jpg` and `out_dir/annotations/synth-NNNN.xml`.
+
+    `out_dir` must be new or empty unless `overwrite` (then it is replaced); it appears
+    complete or not at all.
 
     Returns counts: images, boxes, negative_images and boxes per class. Deterministic for
     a given seed. `image_size` >= 32; `num_images` >= 1.
@@ -133,10 +137,16 @@ def write_synthetic_voc(
         raise DataPrepError(f"--num-images {num_images}: use 1 or more")
     if image_size < 32:
         raise DataPrepError(f"--image-size {image_size}: use 32 or more")
-    out = Path(out_dir)
+    from data_prep.build import atomic_directory
+
+    with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
+        return _write_into(staging, num_images, image_size, seed)
+
+
+def _write_into(out: Path, num_images: int, image_size: int, seed: int) -> dict[str, int]:
     images_dir, xml_dir = out / "images", out / "annotations"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    xml_dir.mkdir(parents=True, exist_ok=True)
+    images_dir.mkdir()
+    xml_dir.mkdir()
     rng = random.Random(seed)
     counts = {"images": 0, "boxes": 0, "negative_images": 0, **dict.fromkeys(CLASSES, 0)}
     for number in range(num_images):

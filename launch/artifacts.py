@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.errors import LaunchError, aws_action
-from launch.s3_sync import parse_s3_uri
+from launch.s3_uri import parse_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,63 @@ def model_artifact_uri(description: dict[str, Any]) -> str:
     return str(uri)
 
 
+class UnsafeMemberError(LaunchError):
+    """An archive member that would land outside the folder, or is not a file or folder."""
+
+    def __init__(self, member: str) -> None:
+        super().__init__(f"model.tar.gz has unsafe member {member}; refused")
+        self.member = member
+
+
+def unsafe_member(member: tarfile.TarInfo) -> bool:
+    """True for what must never be unpacked: absolute or '..' paths, links, devices (pure).
+
+    The fallback for Pythons without tarfile's 'data' filter (before 3.11.4); stricter than
+    that filter (no links at all): a model archive holds only files and folders.
+    """
+    name = member.name.replace("\\", "/")
+    parts = posixpath.normpath(name).split("/")
+    if name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        return True
+    return not (member.isfile() or member.isdir())
+
+
+def check_destination(destination: Path, force: bool) -> None:
+    """A folder that is missing, empty, or replaced with --force; never an existing file."""
+    if destination.exists() and not destination.is_dir():
+        raise LaunchError(f"{destination}: is a file, not a folder; pass a folder to unpack into")
+    if destination.is_dir() and any(destination.iterdir()) and not force:
+        raise LaunchError(f"{destination}: folder exists and is not empty; pass --force or another")
+    if destination.parent.exists() and not destination.parent.is_dir():
+        raise LaunchError(f"{destination.parent}: is a file, not a folder; pick another place")
+
+
+def _extract(tar: tarfile.TarFile, folder: Path) -> None:
+    if hasattr(tarfile, "data_filter"):
+        # The 'data' filter refuses absolute paths, '..', devices and links leaving the folder.
+        try:
+            tar.extractall(folder, filter="data")
+        except tarfile.FilterError as error:
+            member = error.tarinfo.name if error.tarinfo is not None else "?"
+            raise UnsafeMemberError(member) from error
+        return
+    members = tar.getmembers()
+    for member in members:
+        if unsafe_member(member):
+            raise UnsafeMemberError(member.name)
+    tar.extractall(folder, members=members)  # every member was checked above
+
+
 def unpack_model(archive: Path, destination: Path, force: bool = False) -> list[str]:
     """Unpack into `destination` atomically (temp folder, then rename); returns member names."""
-    if destination.exists() and any(destination.iterdir()) and not force:
-        raise LaunchError(f"{destination}: folder exists and is not empty; pass --force or another")
+    check_destination(destination, force)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 names = tar.getnames()
-                # The 'data' filter refuses absolute paths, '..', devices and unsafe links.
-                tar.extractall(staging, filter="data")
+                _extract(tar, staging)
         except (tarfile.TarError, OSError) as error:
             raise LaunchError(f"{archive}: not a readable model.tar.gz ({error})") from error
         if destination.exists():
@@ -64,7 +110,11 @@ def download_model(s3: Any, source_uri: str, destination: Path, force: bool = Fa
     bucket, key = parse_s3_uri(source_uri)
     if not key:
         raise LaunchError(f"'{source_uri}' names a bucket, not a model.tar.gz object")
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    check_destination(destination, force)  # before spending time on the download
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LaunchError(f"{destination.parent}: cannot create the folder ({error})") from error
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as tmp:
         archive = Path(tmp) / "model.tar.gz"
         with aws_action(f"downloading {source_uri}"):

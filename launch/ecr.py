@@ -8,9 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from launch.errors import LaunchError, aws_action, describe_aws_exception
+from launch.errors import LaunchError, aws_action
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +25,12 @@ class DockerLogin:
 
 def ensure_repository(ecr: Any, name: str) -> str:
     """The repository URI, creating the repository (scan on push) when it is missing."""
-    action = f"looking up ECR repository '{name}'"
-    try:
-        found = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-        return str(found["repositoryUri"])
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "RepositoryNotFoundException":
-            raise LaunchError(describe_aws_exception(error, action)) from error
-    except BotoCoreError as error:
-        raise LaunchError(describe_aws_exception(error, action)) from error
+    with aws_action(f"looking up ECR repository '{name}'"):
+        try:
+            found = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+            return str(found["repositoryUri"])
+        except ecr.exceptions.RepositoryNotFoundException:
+            pass  # created below; any other error becomes one line via aws_action
     log.info("creating ECR repository %s", name)
     with aws_action(f"creating ECR repository '{name}'"):
         created = ecr.create_repository(

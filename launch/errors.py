@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from boto3.exceptions import Boto3Error, RetriesExceededError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -21,10 +22,30 @@ from botocore.exceptions import (
 )
 
 CREDENTIALS_HELP = "see aws_credentials/README.md (AWS_PROFILE or AWS_ACCESS_KEY_ID/...)"
+CREDENTIAL_CODES = (
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+)
+EXPIRED_CODES = ("ExpiredToken", "ExpiredTokenException", "RequestExpired")
+
+
+_WRAPPED_CLIENT_ERROR = re.compile(
+    r"An error occurred \((\w+)\) when calling the \w+ operation: (.*)"
+)
 
 
 class LaunchError(Exception):
     """An error the user can fix; the CLI prints its message on one line and exits non-zero."""
+
+    exit_code = 2
+
+
+class JobEndedError(LaunchError):
+    """The training job ended Failed or Stopped: the request was fine, the job was not."""
+
+    exit_code = 1
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -51,15 +72,17 @@ def describe_client_error(error: ClientError, action: str) -> str:
         )
     if code in ("NoSuchKey", "404") or (code == "" and status == 404):
         return f"{action} failed: not found (check the s3:// URI or the job name)"
+    # Credential codes first: S3 answers InvalidAccessKeyId, SignatureDoesNotMatch and
+    # ExpiredToken with HTTP 403 too, and "access denied" would send the user the wrong way.
+    if code in CREDENTIAL_CODES:
+        return f"{action} failed: AWS rejected the credentials ({code}); {CREDENTIALS_HELP}"
+    if code in EXPIRED_CODES:
+        return f"{action} failed: the AWS session expired; renew it (aws sso login / new keys)"
     if code in ("AccessDenied", "AccessDeniedException", "403", "Forbidden") or status == 403:
         return (
             f"{action} failed: access denied ({message or code}); the credentials in use lack "
             f"the permission, or the bucket belongs to another account; {CREDENTIALS_HELP}"
         )
-    if code in ("InvalidAccessKeyId", "InvalidClientTokenId", "SignatureDoesNotMatch"):
-        return f"{action} failed: AWS rejected the credentials ({code}); {CREDENTIALS_HELP}"
-    if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
-        return f"{action} failed: the AWS session expired; renew it (aws sso login / new keys)"
     if code == "ResourceLimitExceeded":
         return (
             f"{action} failed: quota exceeded ({message}); request an increase in Service "
@@ -102,6 +125,19 @@ def describe_aws_exception(error: Exception, action: str) -> str:
         )
     if isinstance(error, EndpointConnectionError):
         return f"{action} failed: cannot reach the AWS endpoint ({_one_line(str(error))})"
+    if isinstance(error, RetriesExceededError):
+        return (
+            f"{action} failed: the transfer still failed after retries "
+            f"({_one_line(str(error.last_exception or error))}); check the network, then run "
+            "the same command again"
+        )
+    if isinstance(error, Boto3Error):
+        # boto3's transfer manager (upload_file, download_file) wraps the service's error in
+        # text; recover its code so e.g. NoSuchBucket reads as it does everywhere else.
+        found = _WRAPPED_CLIENT_ERROR.search(str(error))
+        if found:
+            wrapped = {"Error": {"Code": found.group(1), "Message": found.group(2)}}
+            return describe_client_error(ClientError(wrapped, "transfer"), action)
     return f"{action} failed: {_one_line(str(error))}"
 
 
@@ -110,5 +146,5 @@ def aws_action(action: str) -> Iterator[None]:
     """Turn any botocore error raised inside the block into a LaunchError naming `action`."""
     try:
         yield
-    except (ClientError, BotoCoreError) as error:
+    except (ClientError, BotoCoreError, Boto3Error) as error:
         raise LaunchError(describe_aws_exception(error, action)) from error

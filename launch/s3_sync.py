@@ -2,12 +2,18 @@
 
 Unchanged files are recognised without extra requests: one listing gives every object's size
 and ETag, and the ETag of an unencrypted (SSE-S3) object is a checksum we can compute locally -
-the MD5 of the file, or for a multipart upload the MD5 of the parts' MD5s plus "-N". Using the
-same part size as the AWS CLI (8 MiB) makes files uploaded by either tool comparable. Objects
-whose ETag is not an MD5 (SSE-KMS) are uploaded again: correct, only slower.
+the MD5 of the file, or for a multipart upload the MD5 of the parts' MD5s plus "-N". The
+part size is not stored, so it is derived: our own part size for that file, the AWS CLI's 8 MiB,
+or the smallest whole-MiB size that gives N parts; files uploaded by another tool or with another
+--part-size-mb are then recognised without re-sending them. Objects whose ETag is not an MD5
+(SSE-KMS) are uploaded again: correct, only slower.
+
+S3 allows at most 10,000 parts of 5 MiB to 5 GiB each (the last part may be smaller), so a big
+file's parts grow beyond the requested size when needed (`part_size_for`).
 
 An interrupted multipart upload stays pending in S3; the next run lists pending uploads, keeps
-every part whose size and MD5 match the local file, and sends only the rest.
+every part whose size and MD5 match the local file, and sends only the rest. Pending uploads of
+files that are skipped (unchanged) or sent in one PUT are aborted: S3 bills their parts.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -28,23 +35,26 @@ from typing import Any
 from tqdm import tqdm
 
 from launch.errors import LaunchError, aws_action
+from launch.s3_uri import parse_s3_uri
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MIB  # the AWS CLI's multipart_chunksize, so ETags agree
+GIB = 1024 * MIB
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * GIB  # S3's maximum part (and single PUT) size
+MAX_PARTS = 10_000  # S3's maximum number of parts in one upload
+MAX_OBJECT_SIZE = 5 * 1024 * GIB  # S3's maximum object size, 5 TiB
 DEFAULT_WORKERS = 16
 
-_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$")
+# Part sizes other tools use: AWS CLI / boto3 (8 MiB), this tool's minimum, s3cmd (15 MiB),
+# and round sizes people pass by hand; tried when a remote "-N" ETag must be reproduced.
+COMMON_PART_SIZES = tuple(n * MIB for n in (8, 5, 16, 15, 32, 64, 100, 128, 256, 512))
+MAX_ETAG_GUESSES = 4
 
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/a/b/` -> ("bucket", "a/b"); a malformed URI is a user error."""
-    match = _S3_URI.match(uri.strip())
-    if not match:
-        raise LaunchError(f"'{uri}' is not an S3 URI; write s3://bucket/prefix")
-    return match.group(1), (match.group(2) or "").strip("/")
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class UploadReport:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     resumed_parts: int = 0
+    aborted_uploads: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
 
@@ -79,7 +90,8 @@ class UploadReport:
         rate = self.bytes_sent / MIB / self.seconds if self.seconds > 0 else 0.0
         return (
             f"{len(self.uploaded)} uploaded, {len(self.skipped)} unchanged (skipped), "
-            f"{self.resumed_parts} part(s) resumed, {self.bytes_sent / MIB:.1f} MiB sent "
+            f"{self.resumed_parts} part(s) resumed, {self.aborted_uploads} stale upload(s) "
+            f"aborted, {self.bytes_sent / MIB:.1f} MiB sent "
             f"in {self.seconds:.1f} s ({rate:.1f} MiB/s)"
         )
 
@@ -104,6 +116,52 @@ def list_local_files(channel_dir: Path, prefix: str) -> list[LocalFile]:
     if not files:
         raise LaunchError(f"{channel_dir}: the folder is empty; nothing to upload")
     return files
+
+
+def check_part_size(part_size: int) -> None:
+    """The requested part size must be one S3 accepts (5 MiB to 5 GiB)."""
+    if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+        raise LaunchError(
+            f"--part-size-mb {part_size / MIB:g} is outside S3's part size limits; use "
+            f"{MIN_PART_SIZE // MIB} to {MAX_PART_SIZE // MIB} MiB"
+        )
+
+
+def part_size_for(size: int, requested: int) -> int:
+    """The part size of a `size`-byte multipart upload: at least `requested`, large enough for
+    S3's 10,000-part limit, rounded up to whole MiB."""
+    check_part_size(requested)
+    if size > MAX_OBJECT_SIZE:
+        raise LaunchError(f"a {size / GIB:.0f} GiB file is larger than S3's 5 TiB object limit")
+    needed = max(requested, math.ceil(size / MAX_PARTS))
+    return math.ceil(needed / MIB) * MIB
+
+
+def part_count(size: int, part_size: int) -> int:
+    return max(1, math.ceil(size / part_size))
+
+
+def etag_part_sizes(size: int, remote_etag: str, own_part_size: int) -> list[int | None]:
+    """Part sizes worth checking to reproduce `remote_etag` locally (pure).
+
+    None stands for a single PUT (plain MD5). For an "-N" ETag: `own_part_size`, the AWS CLI's
+    and boto3's 8 MiB, other common sizes and the smallest whole-MiB size, each kept only if it
+    gives exactly N parts, at most MAX_ETAG_GUESSES of them (each costs a read of the file).
+    An ETag that is no MD5 at all (SSE-KMS) gives no candidate: the file is sent again.
+    """
+    etag = remote_etag.strip('"')
+    if _MD5_ETAG.match(etag):
+        return [None]
+    match = _MULTIPART_ETAG.match(etag)
+    if not match:
+        return []
+    count = int(match.group(1))
+    smallest = math.ceil(math.ceil(size / count) / MIB) * MIB
+    candidates: list[int | None] = []
+    for part_size in (own_part_size, *COMMON_PART_SIZES, max(smallest, MIB)):
+        if part_size not in candidates and part_count(size, part_size) == count:
+            candidates.append(part_size)
+    return candidates[:MAX_ETAG_GUESSES]
 
 
 def split_parts(size: int, part_size: int) -> list[Part]:
@@ -142,18 +200,37 @@ def etag_from_md5s(md5s: Sequence[bytes], multipart: bool) -> str:
     return f"{combined}-{len(md5s)}"
 
 
-def local_etag(path: Path, size: int, part_size: int) -> str:
+def local_etag(path: Path, size: int, part_size: int | None) -> str:
+    """The ETag S3 gives this file uploaded with `part_size` parts (None: one PUT).
+
+    A file no larger than `part_size` is a single PUT, as this uploader sends it.
+    """
+    if part_size is None:
+        return etag_from_md5s(part_md5s(path, [Part(1, 0, size)]), multipart=False)
     parts = split_parts(size, part_size)
     return etag_from_md5s(part_md5s(path, parts), multipart=len(parts) > 1)
 
 
+def multipart_etag(path: Path, size: int, part_size: int) -> str:
+    """The ETag of a multipart upload, even of one part ("...-1"), as other tools may send."""
+    return etag_from_md5s(part_md5s(path, split_parts(size, part_size)), multipart=True)
+
+
 def is_unchanged(
-    local: LocalFile, remote: RemoteObject | None, etag_of: Callable[[LocalFile], str]
+    local: LocalFile,
+    remote: RemoteObject | None,
+    etag_of: Callable[[LocalFile, int | None], str],
+    own_part_size: int = DEFAULT_PART_SIZE,
 ) -> bool:
-    """Same size and same checksum (the ETag); `etag_of` is only called when sizes agree."""
+    """Same size and same checksum (the ETag); `etag_of(file, part_size)` (None: one PUT) is
+    only called when the sizes agree, once per part size that could explain the remote ETag."""
     if remote is None or remote.size != local.size:
         return False
-    return remote.etag.strip('"') == etag_of(local)
+    wanted = remote.etag.strip('"')
+    return any(
+        etag_of(local, part_size) == wanted
+        for part_size in etag_part_sizes(local.size, wanted, own_part_size)
+    )
 
 
 def reusable_parts(
@@ -224,10 +301,7 @@ class ChannelUploader:
         workers: int = DEFAULT_WORKERS,
         progress: bool = True,
     ) -> None:
-        if part_size < MIN_PART_SIZE:
-            raise LaunchError(
-                f"part size must be at least {MIN_PART_SIZE // MIB} MiB (S3's minimum)"
-            )
+        check_part_size(part_size)
         self.s3 = s3
         self.bucket = bucket
         self.prefix = prefix
@@ -240,15 +314,20 @@ class ChannelUploader:
         started = time.perf_counter()
         report = UploadReport()
         remote = list_remote(self.s3, self.bucket, self.prefix)
-        todo = []
+        pending = list_pending_uploads(self.s3, self.bucket, self.prefix)
+        todo, unchanged = [], []
         for item in files:
-            if is_unchanged(item, remote.get(item.key), self._etag):
-                report.skipped.append(item.key)
+            if is_unchanged(item, remote.get(item.key), self._etag, self._part_size(item)):
+                unchanged.append(item)
             else:
                 todo.append(item)
+        report.skipped = [item.key for item in unchanged]
         singles = [item for item in todo if item.size <= self.part_size]
+        # Parts of a pending upload of a file skipped or sent whole would never be completed.
+        for item in [*unchanged, *singles]:
+            report.aborted_uploads += self._abort(item.key, pending.pop(item.key, []))
         multiparts = self._prepare_multiparts(
-            [item for item in todo if item.size > self.part_size], report
+            [item for item in todo if item.size > self.part_size], pending, report
         )
         units: list[Callable[[], int]] = [lambda item=item: self._put(item) for item in singles]
         for upload in multiparts:
@@ -294,18 +373,27 @@ class ChannelUploader:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _etag(self, item: LocalFile) -> str:
-        return local_etag(item.path, item.size, self.part_size)
+    def _part_size(self, item: LocalFile) -> int:
+        return part_size_for(item.size, self.part_size)
+
+    def _etag(self, item: LocalFile, part_size: int | None) -> str:
+        if part_size is None:
+            return local_etag(item.path, item.size, None)
+        return multipart_etag(item.path, item.size, part_size)
+
+    def _abort(self, key: str, upload_ids: Sequence[str]) -> int:
+        for upload_id in upload_ids:
+            log.info("%s: aborting an unfinished upload that is no longer needed", key)
+            with aws_action(f"aborting an unfinished upload of s3://{self.bucket}/{key}"):
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        return len(upload_ids)
 
     def _prepare_multiparts(
-        self, files: Sequence[LocalFile], report: UploadReport
+        self, files: Sequence[LocalFile], pending: dict[str, list[str]], report: UploadReport
     ) -> list[_Multipart]:
-        if not files:
-            return []
-        pending = list_pending_uploads(self.s3, self.bucket, self.prefix)
         prepared = []
         for item in files:
-            parts = split_parts(item.size, self.part_size)
+            parts = split_parts(item.size, self._part_size(item))
             md5s = part_md5s(item.path, parts)
             upload_id, etags = self._resume(item, parts, md5s, pending.get(item.key, []))
             if upload_id is None:
@@ -336,12 +424,7 @@ class ChannelUploader:
             reuse = reusable_parts(parts, md5s, listed)
             if best[0] is None or len(reuse) > len(best[1]):
                 best = (upload_id, reuse)
-        for upload_id in upload_ids:
-            if upload_id != best[0]:
-                with aws_action(f"aborting a stale upload of {item.key}"):
-                    self.s3.abort_multipart_upload(
-                        Bucket=self.bucket, Key=item.key, UploadId=upload_id
-                    )
+        self._abort(item.key, [upload_id for upload_id in upload_ids if upload_id != best[0]])
         return best
 
     def _put(self, item: LocalFile) -> int:

@@ -86,6 +86,11 @@ SPECS: dict[str, SettingSpec] = {
 }
 
 
+def config_file_name(path: Path | None) -> str:
+    """The settings file messages should name: --config's path, else ./launch.toml."""
+    return str(path) if path is not None else DEFAULT_CONFIG_FILE
+
+
 def load_config_file(path: Path | None) -> dict[str, Any]:
     """Read launch.toml; an explicit path must exist, the default one is optional."""
     explicit = path is not None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from container.sagemaker_env import CHECKPOINT_CHANNEL, TRAINING_CHANNEL
 from launch.errors import LaunchError
+from launch.s3_uri import is_s3_uri
 
 # Where SageMaker syncs checkpoints and TensorBoard events inside the container; these match
 # container.sagemaker_env's layout under the default /opt/ml.
@@ -44,18 +45,15 @@ class TrainingJobSpec:
     max_wait_s: int | None = None
     init_checkpoint_s3_uri: str | None = None
     tensorboard_s3_uri: str | None = None
-    hyperparameters: Mapping[str, str] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
+    # Any values (ints, floats, booleans from launch.toml); the request builder makes them the
+    # strings SageMaker requires.
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Any] = field(default_factory=dict)
 
 
 def default_job_name(now: datetime, prefix: str = DEFAULT_JOB_PREFIX) -> str:
     """`tf-od-20261121-111500`: unique per second, valid as a SageMaker job name."""
     return f"{prefix}-{now:%Y%m%d-%H%M%S}"
-
-
-def join_s3(prefix: str, *parts: str) -> str:
-    """`join_s3("s3://b/p/", "output")` -> `s3://b/p/output`."""
-    return "/".join([prefix.rstrip("/"), *(part.strip("/") for part in parts)])
 
 
 def hyperparameter_string(value: Any) -> str:
@@ -66,11 +64,43 @@ def hyperparameter_string(value: Any) -> str:
 
 
 def stringify_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
+    """Keys and values as strings; also used for tags, whose values are strings too."""
     return {str(key): hyperparameter_string(value) for key, value in values.items()}
+
+
+def hyperparameter_problems(values: Mapping[str, str]) -> list[str]:
+    """What SageMaker would reject in HyperParameters (already strings)."""
+    problems = []
+    if len(values) > 100:
+        problems.append("SageMaker accepts at most 100 hyperparameters")
+    for key, value in values.items():
+        if len(key) > 256 or len(value) > 2500:
+            problems.append(f"hyperparameter '{key[:40]}' is too long (key 256, value 2500 chars)")
+    return problems
+
+
+def request_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
+    """The request's HyperParameters for these values, validated: what `train` sends and what
+    `local` writes to hyperparameters.json."""
+    strings = stringify_hyperparameters(values)
+    problems = hyperparameter_problems(strings)
+    if problems:
+        raise LaunchError("; ".join(problems))
+    return strings
+
+
+def with_string_values(spec: TrainingJobSpec) -> TrainingJobSpec:
+    """The spec with hyperparameters and tag values as the strings SageMaker requires."""
+    return replace(
+        spec,
+        hyperparameters=stringify_hyperparameters(spec.hyperparameters),
+        tags=stringify_hyperparameters(spec.tags),
+    )
 
 
 def validate_spec(spec: TrainingJobSpec) -> None:
     """Reject what SageMaker would reject, before any request, with the fix in the message."""
+    spec = with_string_values(spec)
     problems: list[str] = []
     if not _JOB_NAME.match(spec.job_name):
         problems.append(
@@ -93,7 +123,7 @@ def validate_spec(spec: TrainingJobSpec) -> None:
         "tensorboard_s3_uri": spec.tensorboard_s3_uri,
     }
     for name, uri in uris.items():
-        if uri is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/|$)", uri):
+        if uri is not None and not is_s3_uri(uri):
             problems.append(f"{name} '{uri}' is not an s3://bucket/prefix URI")
     if not spec.instance_type.startswith("ml."):
         problems.append(
@@ -110,11 +140,7 @@ def validate_spec(spec: TrainingJobSpec) -> None:
             f"max_wait ({spec.max_wait_s}s) must be at least max_runtime ({spec.max_runtime_s}s) "
             "for spot training"
         )
-    if len(spec.hyperparameters) > 100:
-        problems.append("SageMaker accepts at most 100 hyperparameters")
-    for key, value in spec.hyperparameters.items():
-        if len(key) > 256 or len(value) > 2500:
-            problems.append(f"hyperparameter '{key[:40]}' is too long (key 256, value 2500 chars)")
+    problems += hyperparameter_problems(spec.hyperparameters)
     if len(spec.tags) > 50:
         problems.append("SageMaker accepts at most 50 tags")
     if problems:
@@ -124,7 +150,11 @@ def validate_spec(spec: TrainingJobSpec) -> None:
 def build_create_training_job_request(
     spec: TrainingJobSpec, metric_definitions: Sequence[Mapping[str, str]]
 ) -> dict[str, Any]:
-    """The exact keyword arguments of `sagemaker.create_training_job` for `spec` (pure)."""
+    """The exact keyword arguments of `sagemaker.create_training_job` for `spec` (pure).
+
+    Hyperparameter and tag values may be any scalars; they are sent as strings.
+    """
+    spec = with_string_values(spec)
     validate_spec(spec)
     channels: list[dict[str, Any]] = [_s3_channel(TRAINING_CHANNEL, spec.training_s3_uri)]
     if spec.init_checkpoint_s3_uri:
@@ -154,7 +184,11 @@ def build_create_training_job_request(
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": spec.spot,
-        # Always synced, spot or not: a restarted or re-run job resumes from the last checkpoint.
+        # Always synced, spot or not. A spot restart of this job resumes from it. A new job
+        # resumes only when given the same S3Uri: the default one contains the job name, so a
+        # re-run with a new name starts fresh; continuing a run means reusing
+        # --checkpoint-s3-uri (the same --job-name would derive it too, but SageMaker refuses
+        # a job name already used in the account and region).
         "CheckpointConfig": {"S3Uri": spec.checkpoint_s3_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
     }
     if spec.tensorboard_s3_uri:

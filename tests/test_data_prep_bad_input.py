@@ -306,3 +306,43 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, flag, value, needle):
 def test_no_annotations_is_an_error(tmp_path, capsys):
     (tmp_path / "voc").mkdir()
     assert_fails(tmp_path, capsys, "no .xml annotation files")
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    from data_prep import build
+
+    small_voc(tmp_path / "voc", count=8)
+    real_write_shard = build._write_shard
+    calls = []
+
+    def interrupted_after_first_shard(job):
+        calls.append(job[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write_shard(job)
+
+    monkeypatch.setattr(build, "_write_shard", interrupted_after_first_shard)
+    with pytest.raises(KeyboardInterrupt):
+        build.build_channel(tmp_path / "voc", tmp_path / "channel", shards=3, workers=1)
+    assert len(calls) == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_tfrecord_command_failure_leaves_no_shards(tmp_path, capsys):
+    voc = small_voc(tmp_path / "voc")
+    assert main(["csv", str(voc), str(voc / "all.csv"), "--images", str(voc)]) == 0
+    assert main(["label-map", str(voc / "all.csv"), str(voc)]) == 0
+    (voc / "images" / "img-2.jpg").write_bytes(b"\xff\xd8\xff\xe0broken")
+    code = main(
+        [
+            "tfrecord",
+            str(voc / "all.csv"),
+            str(voc / "label_map.pbtxt"),
+            str(tmp_path / "shards"),
+            "--images",
+            str(voc),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "img-2.jpg" in err and "unreadable or truncated" in err
+    assert leftovers(tmp_path) == []

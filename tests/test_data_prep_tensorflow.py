@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_prep_helpers import BACKGROUND, OBJECT_COLOUR, add_item, image_bytes, voc_xml
+from data_prep_helpers import BACKGROUND, OBJECT_COLOUR, RACCOON, add_item, image_bytes, voc_xml
 
 from data_prep import schema
 from data_prep.build import build_channel
@@ -205,3 +205,34 @@ def test_tensorflow_rejects_a_corrupted_record(channel, tmp_path):
     with pytest.raises(tf.errors.DataLossError):
         for _ in tf.data.TFRecordDataset(str(broken)):
             pass
+
+
+@pytest.mark.skipif(
+    not RACCOON.is_dir(),
+    reason=f"raccoon dataset not present at {RACCOON} (only on the project's build machine)",
+)
+def test_raccoon_channel_boxes_match_labelimg_xml(tmp_path):
+    out = tmp_path / "channel"
+    summary = build_channel(RACCOON, out)
+    assert (summary["images"], summary["boxes"]) == (200, 217)
+    count = boxes = 0
+    for _, record in _records(out):
+        parsed = tf.io.parse_single_example(record, _SPEC)
+        name = parsed[schema.IMAGE_FILENAME].numpy().decode()
+        width, height = int(parsed[schema.IMAGE_WIDTH]), int(parsed[schema.IMAGE_HEIGHT])
+        shape = tf.io.extract_jpeg_shape(parsed[schema.IMAGE_ENCODED]).numpy()
+        assert tuple(shape[:2]) == (height, width), name
+        expected = _expected_boxes(
+            RACCOON / "annotations" / (Path(name).stem + ".xml"), width, height
+        )
+        got = np.stack(
+            [
+                tf.sparse.to_dense(parsed[k]).numpy()
+                for k in (schema.BBOX_XMIN, schema.BBOX_YMIN, schema.BBOX_XMAX, schema.BBOX_YMAX)
+            ],
+            axis=1,
+        )
+        np.testing.assert_allclose(got, [e[1:] for e in expected], atol=1e-6, rtol=0)
+        count += 1
+        boxes += len(expected)
+    assert (count, boxes) == (200, 217)

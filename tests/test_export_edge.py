@@ -4,7 +4,8 @@ are checked against each other, against the 97% AP50 gate, and on the Pi-side co
 TensorFlow made unimportable.
 
 The shared `trained_run` fixture trains 6 steps (enough to test files, not accuracy), so this
-module trains its own run once per session (about 2-4 minutes on 2 cores).
+module trains its own run once per session: 400 steps at 128 px, about 5 minutes on 2 shared
+cores, to AP50 0.99 on the synthetic shapes.
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ from tests.conftest import REPO, TINY_PIPELINE_YAML, make_base_dir, run_containe
 pytestmark = pytest.mark.slow
 
 EDGE_HYPERPARAMETERS = {
-    "image_size": "64",
+    "image_size": "128",
     "batch_size": "8",
-    "num_steps": "300",
+    "num_steps": "400",
+    "learning_rate": "0.1",
+    "warmup_steps": "30",
     "log_interval_steps": "50",
     "quantize": "true",
     "inference_type": "QUANTIZED_UINT8",
     "calibration_samples": "32",
     "export_edge": "true",
 }
-# A float model below this AP50 is too weak for an accuracy comparison to mean anything.
-MIN_FLOAT_AP50 = 0.5
-# "Boxes within a few pixels" on 64-pixel images.
+# A float model below this AP50 is too weak for an accuracy comparison to mean anything
+# (this run measured 0.99).
+MIN_FLOAT_AP50 = 0.8
+# "Boxes within a few pixels" on images of 128 to 176 pixels.
 BOX_TOLERANCE_PX = 3.0
 
 
@@ -42,7 +46,7 @@ def edge_voc(tmp_path_factory) -> pathlib.Path:
     from data_prep.synth import write_synthetic_voc
 
     out = tmp_path_factory.mktemp("edge_voc")
-    write_synthetic_voc(out, num_images=80, image_size=64, seed=3)
+    write_synthetic_voc(out, num_images=80, image_size=128, seed=3)
     return out
 
 
@@ -116,7 +120,7 @@ def test_every_export_is_written_and_described(edge_run, export_json):
         assert entry["input"]["dtype"] == "uint8"
         assert entry["outputs"]
         assert 0.0 <= entry["eval"]["AP"] <= entry["eval"]["AP50"] <= 1.0
-    assert files["model.tflite"]["input"]["shape"] == [1, 64, 64, 3]
+    assert files["model.tflite"]["input"]["shape"] == [1, 128, 128, 3]
     assert files["model_int8.tflite"]["input"]["quantization"]["scale"] > 0
     assert export_json["quantization"]["shipped"] == "model_int8.tflite"
     assert export_json["quantization"]["attempts"][0]["recipe"] == "int8"
@@ -158,7 +162,7 @@ def test_tflite_files_follow_the_stock_detection_convention(edge_run, fp16_model
         positional = detector.interpreter.get_output_details()
         assert [len(d["shape"]) for d in positional] == [3, 2, 2, 1]
         assert [d["index"] for d in positional] == [d["index"] for d in detector.outputs]
-        tensor, _ = detector.input_tensor(np.full((64, 64, 3), 128, np.uint8))
+        tensor, _ = detector.input_tensor(np.full((128, 128, 3), 128, np.uint8))
         boxes, classes, _, count = detector.run(tensor)
         num = round(float(count[0]))
         assert num > 0 and ((boxes[0][:num] >= 0) & (boxes[0][:num] <= 1)).all()
@@ -193,21 +197,29 @@ def test_all_exports_agree_on_top_detections(edge_run, fp16_model, eval_samples)
         "int8": open_detector(model_dir / "model_int8.tflite"),
         "fp16": open_detector(fp16_model),
     }
+    from PIL import Image
+
+    # The images as they are (the input size) and stretched to another size and aspect ratio,
+    # so the TFLite letterbox is compared with the in-graph resize of the TF exports.
+    images = [(s.name, s.image) for s in eval_samples] + [
+        (f"{s.name} at 176x144", np.asarray(Image.fromarray(s.image).resize((176, 144))))
+        for s in eval_samples[::2]
+    ]
     compared = 0
-    for sample in eval_samples:
-        expected = _top(reference.detect(sample.image))
+    for name, image in images:
+        expected = _top(reference.detect(image))
         if expected is None or expected.score < 0.5:
             continue
         compared += 1
-        for name, detector in others.items():
-            found = _top(detector.detect(sample.image))
-            assert found is not None, f"{name} found nothing in {sample.name}"
-            assert found.label_index == expected.label_index, (name, sample.name)
+        for kind, detector in others.items():
+            found = _top(detector.detect(image))
+            assert found is not None, f"{kind} found nothing in {name}"
+            assert found.label_index == expected.label_index, (kind, name)
             np.testing.assert_allclose(
-                found.box, expected.box, atol=BOX_TOLERANCE_PX, err_msg=f"{name} {sample.name}"
+                found.box, expected.box, atol=BOX_TOLERANCE_PX, err_msg=f"{kind} {name}"
             )
-            assert abs(found.score - expected.score) < 0.1, (name, sample.name)
-    assert compared >= len(eval_samples) // 2, "too few confident detections to compare"
+            assert abs(found.score - expected.score) < 0.1, (kind, name)
+    assert compared >= len(images) // 2, "too few confident detections to compare"
 
 
 def test_frozen_graph_runs_in_a_tf1_session_at_any_size(edge_run):
@@ -219,7 +231,7 @@ def test_frozen_graph_runs_in_a_tf1_session_at_any_size(edge_run):
         tf.compat.v1.import_graph_def(graph_def, name="")
     names = ["detection_boxes:0", "detection_scores:0", "detection_classes:0", "num_detections:0"]
     with tf.compat.v1.Session(graph=graph) as session:
-        for height, width in ((64, 64), (90, 150)):
+        for height, width in ((128, 128), (90, 150)):
             image = np.random.default_rng(0).integers(0, 255, (1, height, width, 3), np.uint8)
             boxes, _, classes, num = session.run(names, {"image_tensor:0": image})
             assert boxes.shape[0] == 1 and boxes.shape[2] == 4 and num.dtype == np.float32
@@ -317,5 +329,5 @@ def test_evaluate_reads_a_pascal_voc_folder(edge_run, edge_voc):
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
     assert scores["images"] == 80
-    assert scores["AP50"] >= MIN_FLOAT_AP50
+    assert scores["AP50"] >= MIN_FLOAT_AP50  # train and eval images together
     assert (edge_voc.parent / "ap.png").stat().st_size > 0

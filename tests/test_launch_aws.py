@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from launch_helpers import moto_server
 
-from launch.__main__ import main
+from launch.cli import main
 from launch.logs import LOG_GROUP
 from launch.s3_sync import MIB, local_etag
 
@@ -37,49 +37,19 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tf-object-detection:latest"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_moto(
-    workdir: Path, extra_env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    # The recorder writes its file in the server's working folder: keep it out of the tree.
-    recording = workdir / "moto_recording"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording), **(extra_env or {})},
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2).read()
-            return process, endpoint
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, endpoint = _start_moto(tmp_path_factory.mktemp("moto"))
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """boto3 (inside the CLI too) talks to moto: endpoint and dummy keys via the environment."""
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """boto3 (inside the CLI too) talks to moto: endpoint and dummy keys via the environment.
+
+    The working folder is an empty tmp folder, so a developer's ./launch.toml cannot leak in.
+    """
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -216,6 +186,17 @@ def test_upload_then_reupload_skips_unchanged_and_sends_changed(aws, tmp_path, c
     assert puts == ["eval-00000-of-00001.tfrecord", "train-00002-of-00006.tfrecord"]
     stored = s3.get_object(Bucket=bucket, Key="raccoon/channel/train-00002-of-00006.tfrecord")
     assert stored["Body"].read() == changed.read_bytes()
+
+    # With the default 8 MiB parts, big.bin (sent in three 5 MiB parts) is still recognised
+    # from its "-3" ETag; a pending upload of an unchanged file is aborted, not left billed.
+    s3.create_multipart_upload(Bucket=bucket, Key="raccoon/channel/label_map.pbtxt")
+    with Recorder(aws) as recorder:
+        code, out, _ = _run_cli(["upload", str(channel), uri, "--no-progress"], capsys)
+    assert code == 0
+    third = json.loads(out)
+    assert (third["uploaded"], third["skipped"], third["aborted_uploads"]) == (0, 10, 1)
+    assert not [entry for entry in recorder.requests() if entry["method"] == "PUT"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 def test_interrupted_multipart_upload_resumes_with_missing_parts_only(aws, tmp_path, capsys):
@@ -492,9 +473,26 @@ def test_download_refuses_archive_escaping_the_folder(aws, tmp_path, capsys):
         ["download", f"s3://{bucket}/m/model.tar.gz", str(tmp_path / "out")], capsys
     )
     assert code == 2
-    assert "not a readable model.tar.gz" in err
+    assert err == "error: model.tar.gz has unsafe member ../escape.txt; refused\n"
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_download_to_an_existing_file_is_one_line(aws, tmp_path, capsys):
+    bucket = _bucket(aws, "download-to-file")
+    _client("s3", aws).put_object(
+        Bucket=bucket, Key="m/model.tar.gz", Body=_model_tar({"labels.txt": b"raccoon\n"})
+    )
+    target = tmp_path / "models.txt"
+    target.write_text("not a folder")
+    for extra in ([], ["--force"]):
+        code, out, err = _run_cli(
+            ["download", f"s3://{bucket}/m/model.tar.gz", str(target), *extra], capsys
+        )
+        assert code == 2
+        assert out == ""
+        assert err == f"error: {target}: is a file, not a folder; pass a folder to unpack into\n"
+        assert target.read_text() == "not a folder"
 
 
 # ---- ECR --------------------------------------------------------------------------------
@@ -543,12 +541,10 @@ def test_push_creates_repository_and_logs_docker_in_via_stdin(aws, tmp_path, cap
 @pytest.fixture(scope="module")
 def iam_enforcing_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second moto server that enforces IAM after the first 4 (setup) requests."""
-    process, endpoint = _start_moto(
+    with moto_server(
         tmp_path_factory.mktemp("moto-iam"), {"INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    )
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+    ) as endpoint:
+        yield endpoint
 
 
 def test_access_denied_is_one_line(iam_enforcing_moto, tmp_path, capsys, monkeypatch):

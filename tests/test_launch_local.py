@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import TINY_HYPERPARAMETERS, TINY_PIPELINE_YAML
+from launch_helpers import sagemaker_metrics
 
 from container.metrics import METRIC_DEFINITIONS, parse_metric_line
 from launch.training_job import build_create_training_job_request
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-
-
-def _sagemaker_metrics(log: str) -> dict[str, list[float]]:
-    """What SageMaker extracts from a log with the job's MetricDefinitions (first group)."""
-    found: dict[str, list[float]] = {}
-    for definition in METRIC_DEFINITIONS:
-        regex = re.compile(definition["Regex"])
-        for line in log.splitlines():
-            match = regex.search(line)
-            if match:
-                found.setdefault(definition["Name"], []).append(float(match.group(1)))
-    return found
 
 
 def test_metric_definitions_read_real_training_lines(trained_run):
@@ -40,7 +28,7 @@ def test_metric_definitions_read_real_training_lines(trained_run):
             expected.setdefault("train:step", []).append(float(step))
         for key, value in values.items():
             expected.setdefault(f"{prefix}:{key}", []).append(value)
-    found = _sagemaker_metrics(trained_run.log)
+    found = sagemaker_metrics(trained_run.log.splitlines(), METRIC_DEFINITIONS)
     assert "train:total_loss" in found
     names = {definition["Name"] for definition in METRIC_DEFINITIONS}
     for name, values in expected.items():

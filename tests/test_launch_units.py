@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
+import tarfile
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from boto3.exceptions import RetriesExceededError, S3TransferFailedError, S3UploadFailedError
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from launch_helpers import sagemaker_metrics
 
 from container.metrics import METRIC_DEFINITIONS, format_metric_line
 from container.sagemaker_env import SageMakerEnv
-from launch import local, s3_sync, settings, training_job
-from launch.__main__ import build_parser, job_summary, main, training_spec
+from launch import artifacts, local, s3_sync, s3_uri, settings, training_job
+from launch.cli import build_parser, main
+from launch.commands import check_job_outcome, job_summary, training_spec
 from launch.ecr import parse_authorization, push_commands
-from launch.errors import LaunchError, describe_aws_exception
+from launch.errors import JobEndedError, LaunchError, aws_action, describe_aws_exception
 from launch.logs import status_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +75,28 @@ def test_config_file_errors(tmp_path):
         settings.load_config_file(bad)
     with pytest.raises(LaunchError, match="config file not found"):
         settings.load_config_file(tmp_path / "missing.toml")
+
+
+@pytest.fixture
+def clean_settings(tmp_path, monkeypatch):
+    """An empty working folder (no launch.toml) and no LAUNCH_* variables from the shell."""
+    monkeypatch.chdir(tmp_path)
+    for name in [key for key in os.environ if key.startswith("LAUNCH_")]:
+        monkeypatch.delenv(name)
+
+
+def test_missing_setting_names_the_config_file_in_use(tmp_path, capsys, clean_settings):
+    other = tmp_path / "other.toml"
+    other.write_text('image = "x/y:1"\nvolume_gb = "big"\n')
+    assert main(["train", "--config", str(other), "--s3-prefix", "s3://my-bucket/p"]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: volume_gb: 'big' is not an integer" in err
+    other.write_text('image = "x/y:1"\n')
+    assert main(["train", "--config", str(other), "--s3-prefix", "s3://my-bucket/p"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: missing setting 'role'")
+    assert lines[0].endswith(f'add role = "..." to {other}')
 
 
 def test_key_value_flags():
@@ -157,6 +185,28 @@ def test_hyperparameters_become_strings_the_container_reads():
     ) == {"num_steps": "10", "quantize": "true", "learning_rate": "0.01", "model": "x"}
 
 
+def test_request_builder_stringifies_hyperparameters_and_tags_itself():
+    spec = _spec(
+        hyperparameters={"n": 5, "quantize": True, "learning_rate": 0.01, "model": "x"},
+        tags={"year": 2026, "shared": False},
+    )
+    training_job.validate_spec(spec)  # non-string values are not a crash here either
+    request = training_job.build_create_training_job_request(spec, [])
+    assert request["HyperParameters"] == {
+        "n": "5",
+        "quantize": "true",
+        "learning_rate": "0.01",
+        "model": "x",
+    }
+    assert request["Tags"] == [
+        {"Key": "year", "Value": "2026"},
+        {"Key": "shared", "Value": "false"},
+    ]
+    long_value = _spec(hyperparameters={"x": 10**2600})
+    with pytest.raises(LaunchError, match="hyperparameter 'x' is too long"):
+        training_job.build_create_training_job_request(long_value, [])
+
+
 def test_spec_derives_locations_from_the_prefix(tmp_path):
     args = build_parser().parse_args(
         ["train", "--role", ROLE, "--image", IMAGE, "--s3-prefix", "s3://my-bucket/run/"]
@@ -181,7 +231,9 @@ def test_metric_regexes_read_the_containers_metric_lines():
         2000, {"AP": 0.5123, "AP50": 0.8012, "AP75": 0.5544, "APs": 0.1, "APm": 0.2,
                "APl": 0.6, "ARmax100": 0.7}
     )  # fmt: skip
-    found = extract_metrics([f"2026-11-21 INFO container: {train_line}", eval_line])
+    found = sagemaker_metrics(
+        [f"2026-11-21 INFO container: {train_line}", eval_line], METRIC_DEFINITIONS
+    )
     assert found["train:step"] == [1200.0]
     assert found["train:total_loss"] == [0.4123]
     assert found["train:learning_rate"] == [0.0081]
@@ -193,26 +245,16 @@ def test_metric_regexes_read_the_containers_metric_lines():
     assert all(len(d["Regex"]) <= 500 and len(d["Name"]) <= 255 for d in METRIC_DEFINITIONS)
 
 
-def extract_metrics(lines: list[str]) -> dict[str, list[float]]:
-    """What SageMaker does with MetricDefinitions: the first group of each match, per line."""
-    found: dict[str, list[float]] = {}
-    for definition in METRIC_DEFINITIONS:
-        regex = re.compile(definition["Regex"])
-        for line in lines:
-            match = regex.search(line)
-            if match:
-                found.setdefault(definition["Name"], []).append(float(match.group(1)))
-    return found
-
-
 # ---- S3 sync logic ----------------------------------------------------------------------
 
 
 def test_parse_s3_uri():
-    assert s3_sync.parse_s3_uri("s3://my-bucket/a/b/") == ("my-bucket", "a/b")
-    assert s3_sync.parse_s3_uri("s3://my-bucket") == ("my-bucket", "")
+    assert s3_uri.parse_s3_uri("s3://my-bucket/a/b/") == ("my-bucket", "a/b")
+    assert s3_uri.parse_s3_uri("s3://my-bucket") == ("my-bucket", "")
     with pytest.raises(LaunchError, match="not an S3 URI"):
-        s3_sync.parse_s3_uri("https://my-bucket/a")
+        s3_uri.parse_s3_uri("https://my-bucket/a")
+    assert not s3_uri.is_s3_uri("s3://My_Bucket/a")
+    assert s3_uri.join_s3("s3://b-1/p/", "/checkpoints/", "job") == "s3://b-1/p/checkpoints/job"
 
 
 def test_split_parts_covers_the_file_exactly():
@@ -246,17 +288,64 @@ def test_unchanged_needs_same_size_and_checksum(tmp_path):
     item = s3_sync.LocalFile(path, "k", 5)
     calls = []
 
-    def etag_of(local_file):
-        calls.append(local_file.key)
+    def etag_of(local_file, part_size):
+        calls.append((local_file.key, part_size))
         return hashlib.md5(b"hello").hexdigest()
 
     same = s3_sync.RemoteObject(5, f'"{hashlib.md5(b"hello").hexdigest()}"')
     assert s3_sync.is_unchanged(item, same, etag_of)
+    assert calls == [("k", None)]  # a plain MD5 ETag: compared with the whole file's MD5
     assert not s3_sync.is_unchanged(item, s3_sync.RemoteObject(5, '"0000"'), etag_of)
     calls.clear()
     assert not s3_sync.is_unchanged(item, s3_sync.RemoteObject(6, same.etag), etag_of)
     assert not s3_sync.is_unchanged(item, None, etag_of)
     assert calls == []  # no checksum work when the size already differs
+
+
+def test_part_size_respects_s3_limits():
+    mib, gib = s3_sync.MIB, s3_sync.GIB
+    assert s3_sync.part_size_for(11 * mib, 8 * mib) == 8 * mib
+    # 100 GiB in 8 MiB parts would be 12,800 parts: parts grow to whole MiB within 10,000.
+    size = 100 * gib
+    part = s3_sync.part_size_for(size, 8 * mib)
+    assert part == 11 * mib
+    assert s3_sync.part_count(size, part) <= s3_sync.MAX_PARTS
+    largest = s3_sync.MAX_OBJECT_SIZE
+    assert s3_sync.part_count(largest, s3_sync.part_size_for(largest, 5 * mib)) <= 10_000
+    assert s3_sync.part_size_for(size, 5 * gib) == 5 * gib
+    for requested in (4 * mib, 5 * gib + mib):
+        with pytest.raises(LaunchError, match=r"--part-size-mb .* use 5 to 5120 MiB"):
+            s3_sync.part_size_for(mib, requested)
+    with pytest.raises(LaunchError, match="5 TiB"):
+        s3_sync.part_size_for(largest + 1, 8 * mib)
+
+
+def test_etag_part_sizes_follow_the_remote_part_count():
+    mib = s3_sync.MIB
+    md5 = "0" * 32
+    assert s3_sync.etag_part_sizes(12 * mib, md5, 8 * mib) == [None]
+    # Uploaded in 3 parts: 8 MiB gives 2, so it is not tried; 5 MiB and 4 MiB give 3.
+    assert s3_sync.etag_part_sizes(12 * mib, f'"{md5}-3"', 8 * mib) == [5 * mib, 4 * mib]
+    assert s3_sync.etag_part_sizes(11 * mib, f"{md5}-2", 8 * mib)[0] == 8 * mib
+    assert s3_sync.etag_part_sizes(11 * mib, "not-an-md5-etag", 8 * mib) == []  # SSE-KMS
+    many = s3_sync.etag_part_sizes(3 * mib, f"{md5}-1", 8 * mib)
+    assert len(many) <= s3_sync.MAX_ETAG_GUESSES
+    assert all(s3_sync.part_count(3 * mib, size) == 1 for size in many)
+
+
+def test_file_uploaded_with_another_part_size_is_unchanged(tmp_path):
+    mib = s3_sync.MIB
+    data = os.urandom(12 * mib)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    item = s3_sync.LocalFile(path, "k", len(data))
+    # What S3 shows after an upload in 5 MiB parts (3 parts), checked by an 8 MiB uploader.
+    remote = s3_sync.RemoteObject(len(data), s3_sync.multipart_etag(path, len(data), 5 * mib))
+    uploader = s3_sync.ChannelUploader(None, "b", "p", part_size=8 * mib, progress=False)
+    assert s3_sync.is_unchanged(item, remote, uploader._etag, 8 * mib)
+    changed = s3_sync.RemoteObject(len(data), s3_sync.multipart_etag(path, len(data), 4 * mib))
+    path.write_bytes(data[::-1])
+    assert not s3_sync.is_unchanged(item, changed, uploader._etag, 8 * mib)
 
 
 def test_reusable_parts_only_when_size_and_md5_match():
@@ -293,6 +382,24 @@ def _client_error(code: str, message: str, status: int, **extra) -> ClientError:
     )  # fmt: skip
 
 
+def test_boto3_transfer_errors_become_one_line():
+    upload_failed = S3UploadFailedError(
+        "Failed to upload /tmp/x to b-1/k: An error occurred (NoSuchBucket) when calling the "
+        "PutObject operation: The specified bucket does not exist"
+    )
+    retries = RetriesExceededError(OSError("Connection reset by peer"))
+    for error, fragment in (
+        (upload_failed, "S3 bucket does not exist; create it"),
+        (retries, "still failed after retries (Connection reset by peer)"),
+        (S3TransferFailedError("Upload failed:\n  disk full"), "Upload failed: disk full"),
+    ):
+        with pytest.raises(LaunchError) as raised, aws_action("moving it"):
+            raise error
+        message = str(raised.value)
+        assert message.startswith("moving it failed:") and fragment in message, message
+        assert "\n" not in message
+
+
 @pytest.mark.parametrize(
     ("error", "fragment"),
     [
@@ -306,6 +413,11 @@ def _client_error(code: str, message: str, status: int, **extra) -> ClientError:
             "cannot use the execution role",
         ),
         (_client_error("ExpiredToken", "expired", 400), "session expired"),
+        # S3 answers bad keys and bad signatures with HTTP 403: still a credentials problem.
+        (_client_error("InvalidAccessKeyId", "no such key id", 403), "rejected the credentials"),
+        (_client_error("SignatureDoesNotMatch", "bad secret", 403), "rejected the credentials"),
+        (_client_error("ExpiredToken", "expired", 403), "session expired"),
+        (_client_error("AccessDenied", "Access Denied", 403), "access denied"),
         (_client_error("500", "<html><h1>Internal Server Error</h1>\n</html>", 500), "HTTP 500"),
         (NoCredentialsError(), "no usable AWS credentials"),
         (NoRegionError(), "no AWS region"),
@@ -355,6 +467,28 @@ def test_job_summary_and_status_line():
     assert status_line(description) == "InProgress - Training: in progress"
 
 
+def test_a_job_that_did_not_complete_is_an_error_line():
+    check_job_outcome({"TrainingJobName": "j", "TrainingJobStatus": "Completed"})
+    with pytest.raises(JobEndedError) as failed:
+        check_job_outcome(
+            {"TrainingJobName": "j", "TrainingJobStatus": "Failed", "FailureReason": "OOM\n  x"}
+        )
+    assert str(failed.value) == "job j failed: OOM x"
+    stopped = {
+        "TrainingJobName": "j",
+        "TrainingJobStatus": "Stopped",
+        "SecondaryStatus": "MaxRuntimeExceeded",
+        "CheckpointConfig": {"S3Uri": "s3://b/checkpoints/j"},
+    }
+    with pytest.raises(JobEndedError) as ended:
+        check_job_outcome(stopped)
+    assert str(ended.value) == (
+        "job j was stopped (Stopped - MaxRuntimeExceeded) before completing; "
+        "continue it with train --checkpoint-s3-uri s3://b/checkpoints/j"
+    )
+    assert ended.value.exit_code == 1 and LaunchError("x").exit_code == 2
+
+
 def test_local_tree_is_what_sagemaker_builds(tmp_path):
     channel = tmp_path / "channel"
     channel.mkdir()
@@ -401,6 +535,87 @@ def test_local_dry_run_uses_train_hyperparameter_sources(tmp_path, capsys, monke
         "num_steps": "9",
         "quantize": "true",
     }
+
+
+def _tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member in members:
+            data = b"x" * member.size if member.isfile() else None
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    info.size = 1 if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def test_unsafe_archive_members():
+    assert artifacts.unsafe_member(_member("../evil"))
+    assert artifacts.unsafe_member(_member("saved_model/../../evil"))
+    assert artifacts.unsafe_member(_member("/etc/evil"))
+    assert artifacts.unsafe_member(_member("link", tarfile.SYMTYPE, "/etc/passwd"))
+    assert artifacts.unsafe_member(_member("dev", tarfile.CHRTYPE))
+    assert not artifacts.unsafe_member(_member("saved_model/variables/x.index"))
+    assert not artifacts.unsafe_member(_member("saved_model", tarfile.DIRTYPE))
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["data-filter", "manual-check"])
+def test_unpack_refuses_a_member_leaving_the_folder(tmp_path, monkeypatch, data_filter):
+    if not data_filter:  # what a Python without tarfile.data_filter (< 3.11.4) runs
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = _tar_with(tmp_path / "model.tar.gz", [_member("labels.txt"), _member("../evil")])
+    destination = tmp_path / "out" / "model"
+    with pytest.raises(LaunchError) as error:
+        artifacts.unpack_model(archive, destination)
+    assert str(error.value) == "model.tar.gz has unsafe member ../evil; refused"
+    assert not (tmp_path / "out" / "evil").exists() and not (tmp_path / "evil").exists()
+    assert not destination.exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no staging folder left behind
+
+    good = _tar_with(tmp_path / "good.tar.gz", [_member("labels.txt"), _member("saved_model/a")])
+    assert sorted(artifacts.unpack_model(good, destination)) == ["labels.txt", "saved_model/a"]
+    assert (destination / "saved_model" / "a").read_bytes() == b"x"
+
+
+def test_unpack_into_an_existing_file_is_refused(tmp_path):
+    archive = _tar_with(tmp_path / "model.tar.gz", [_member("labels.txt")])
+    target = tmp_path / "model"
+    target.write_text("keep me")
+    with pytest.raises(LaunchError, match="is a file, not a folder"):
+        artifacts.unpack_model(archive, target, force=True)
+    assert target.read_text() == "keep me"
+
+
+def test_local_writes_the_hyperparameters_train_would_send(tmp_path, capsys, clean_settings):
+    (tmp_path / "launch.toml").write_text(
+        "[hyperparameters]\nnum_steps = 7\nrandom_flip = false\nlearning_rate = 0.01\n"
+    )
+    (tmp_path / "channel").mkdir()
+    common = ["--hp", "batch_size=4"]
+    assert main(["local", "channel", *common, "--dry-run"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    written = json.loads(files["input/config/hyperparameters.json"])
+    assert main(["train", "--role", ROLE, "--image", IMAGE, "--s3-prefix", "s3://b-1/p",
+                 *common, "--dry-run"]) == 0  # fmt: skip
+    sent = json.loads(capsys.readouterr().out)["HyperParameters"]
+    assert (
+        written
+        == sent
+        == {
+            "num_steps": "7",
+            "random_flip": "false",
+            "learning_rate": "0.01",
+            "batch_size": "4",
+        }
+    )
+    # What train would refuse, local refuses too, with the same message.
+    too_long = ["--hp", "model=" + "x" * 2501]
+    assert main(["local", "channel", *too_long, "--dry-run"]) == 2
+    assert "hyperparameter 'model' is too long" in capsys.readouterr().err
 
 
 def test_credential_templates_hold_no_real_looking_secrets():

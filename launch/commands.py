@@ -1,0 +1,325 @@
+"""The body of each `python -m launch` command: resolve settings once, call the module that
+does the work, print its result. Every user-fixable problem raises LaunchError (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from launch import artifacts, ecr, local, logs, s3_sync, settings, training_job
+from launch.errors import JobEndedError, LaunchError, aws_action
+from launch.s3_uri import join_s3
+
+log = logging.getLogger("launch")
+
+# Every setting `train` resolves (flags, LAUNCH_* variables, launch.toml); cli adds their flags.
+TRAIN_SETTINGS = (
+    "role",
+    "image",
+    "s3_prefix",
+    "training_s3_uri",
+    "output_s3_uri",
+    "checkpoint_s3_uri",
+    "init_checkpoint_s3_uri",
+    "tensorboard_s3_uri",
+    "instance_type",
+    "instance_count",
+    "volume_gb",
+    "max_runtime",
+    "spot",
+    "max_wait",
+    "job_name",
+)
+
+
+# ---- AWS clients ------------------------------------------------------------------------
+
+
+def make_client(service: str, region: str | None, pool: int = 10) -> Any:
+    """A boto3 client from boto3's own credential chain; AWS_ENDPOINT_URL is honoured by boto3."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=pool,
+        user_agent_extra="tf-od-launch",
+    )
+    with aws_action(f"creating the {service} client"):
+        return boto3.session.Session(region_name=region).client(service, config=config)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return settings.load_config_file(args.config)
+
+
+def _resolve(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    names: Sequence[str],
+    required: Sequence[str] = (),
+) -> dict[str, Any]:
+    """settings.resolve with this command's flags, the environment and the file actually read."""
+    return settings.resolve(
+        names, vars(args), os.environ, config, required, settings.config_file_name(args.config)
+    )
+
+
+def _region(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
+    region = _resolve(args, config, ["region"])["region"]
+    # AWS_REGION is what many tools and containers set; boto3 itself reads AWS_DEFAULT_REGION.
+    return region or os.environ.get("AWS_REGION") or None
+
+
+def job_hyperparameters(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """launch.toml's [hyperparameters] with --hp KEY=VALUE on top: for `train` and `local`."""
+    return settings.merged_table(
+        config, "hyperparameters", settings.parse_key_values(args.hp, "--hp")
+    )
+
+
+def training_spec(
+    args: argparse.Namespace, config: dict[str, Any], now: datetime
+) -> training_job.TrainingJobSpec:
+    """Settings -> TrainingJobSpec: derived S3 locations filled in from s3_prefix."""
+    values = _resolve(args, config, TRAIN_SETTINGS)
+    required = ["role", "image"]
+    if not values["s3_prefix"]:
+        required += [name for name in ("training_s3_uri", "output_s3_uri") if not values[name]]
+    settings.require(values, required, settings.config_file_name(args.config))
+    prefix = values["s3_prefix"]
+    job_name = values["job_name"] or training_job.default_job_name(now)
+
+    def derived(name: str, *parts: str) -> str | None:
+        if values[name]:
+            return values[name]
+        return join_s3(prefix, *parts) if prefix else None
+
+    hyperparameters = job_hyperparameters(args, config)
+    tags = settings.merged_table(config, "tags", settings.parse_key_values(args.tag, "--tag"))
+    checkpoint = derived("checkpoint_s3_uri", "checkpoints", job_name)
+    if checkpoint is None:  # no prefix: keep checkpoints next to the output
+        checkpoint = join_s3(values["output_s3_uri"], job_name, "checkpoints")
+    return training_job.TrainingJobSpec(
+        job_name=job_name,
+        image_uri=values["image"],
+        role_arn=values["role"],
+        training_s3_uri=derived("training_s3_uri", "channel"),
+        output_s3_uri=derived("output_s3_uri", "output"),
+        checkpoint_s3_uri=checkpoint,
+        init_checkpoint_s3_uri=values["init_checkpoint_s3_uri"],
+        tensorboard_s3_uri=derived("tensorboard_s3_uri", "tensorboard", job_name),
+        instance_type=values["instance_type"],
+        instance_count=values["instance_count"],
+        volume_gb=values["volume_gb"],
+        max_runtime_s=values["max_runtime"],
+        spot=values["spot"],
+        max_wait_s=values["max_wait"],
+        hyperparameters=hyperparameters,  # the request builder makes them strings
+        tags=tags,
+    )
+
+
+def _metric_definitions() -> list[dict[str, str]]:
+    from container.metrics import METRIC_DEFINITIONS
+
+    return METRIC_DEFINITIONS
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    region = _region(args, _config(args))
+    s3 = make_client("s3", region, pool=args.workers + 4)
+    report = s3_sync.upload_channel(
+        s3,
+        args.channel_dir,
+        args.s3_uri,
+        part_size=args.part_size_mb * s3_sync.MIB,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    log.info("%s", report.summary())
+    print(
+        json.dumps(
+            {
+                "destination": args.s3_uri,
+                "uploaded": len(report.uploaded),
+                "skipped": len(report.skipped),
+                "resumed_parts": report.resumed_parts,
+                "aborted_uploads": report.aborted_uploads,
+                "bytes_sent": report.bytes_sent,
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    spec = training_spec(args, config, datetime.now(UTC))
+    request = training_job.build_create_training_job_request(spec, _metric_definitions())
+    if args.dry_run:
+        print(json.dumps(request, indent=2))
+        return 0
+    region = _region(args, config)
+    sagemaker = make_client("sagemaker", region)
+    with aws_action(f"creating training job '{spec.job_name}'"):
+        response = sagemaker.create_training_job(**request)
+    log.info("created %s", response.get("TrainingJobArn", spec.job_name))
+    print(
+        json.dumps(
+            {"TrainingJobName": spec.job_name, "TrainingJobArn": response.get("TrainingJobArn")}
+        )
+    )
+    if not args.wait:
+        return 0
+    description = logs.follow_job(
+        sagemaker, make_client("logs", region), spec.job_name, sys.stdout, args.poll_seconds
+    )
+    check_job_outcome(description)
+    return 0
+
+
+def check_job_outcome(description: dict[str, Any]) -> None:
+    """A job that ended Failed or Stopped is an error of its own (exit code 1), with its reason."""
+    status = description.get("TrainingJobStatus")
+    name = description.get("TrainingJobName")
+    if status == "Failed":
+        reason = " ".join(str(description.get("FailureReason", "no reason given")).split())
+        raise JobEndedError(f"job {name} failed: {reason}")
+    if status == "Stopped":
+        checkpoints = description.get("CheckpointConfig", {}).get("S3Uri")
+        resume = (
+            f"; continue it with train --checkpoint-s3-uri {checkpoints}" if checkpoints else ""
+        )
+        raise JobEndedError(
+            f"job {name} was stopped ({logs.status_line(description)}) before completing{resume}"
+        )
+
+
+def job_summary(description: dict[str, Any]) -> dict[str, Any]:
+    """The fields a person checks, JSON-serialisable (pure)."""
+    metrics = {
+        item["MetricName"]: item["Value"] for item in description.get("FinalMetricDataList", [])
+    }
+    return {
+        "TrainingJobName": description.get("TrainingJobName"),
+        "TrainingJobStatus": description.get("TrainingJobStatus"),
+        "SecondaryStatus": description.get("SecondaryStatus"),
+        "FailureReason": description.get("FailureReason"),
+        "ModelArtifacts": description.get("ModelArtifacts", {}).get("S3ModelArtifacts"),
+        "EnableManagedSpotTraining": description.get("EnableManagedSpotTraining"),
+        "CheckpointS3Uri": description.get("CheckpointConfig", {}).get("S3Uri"),
+        "TrainingTimeInSeconds": description.get("TrainingTimeInSeconds"),
+        "BillableTimeInSeconds": description.get("BillableTimeInSeconds"),
+        "FinalMetrics": metrics,
+        "StatusLine": logs.status_line(description),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    sagemaker = make_client("sagemaker", _region(args, _config(args)))
+    description = logs.describe_job(sagemaker, args.job_name)
+    print(json.dumps(job_summary(description), indent=2, default=str))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    region = _region(args, _config(args))
+    if args.follow:
+        description = logs.follow_job(
+            make_client("sagemaker", region),
+            make_client("logs", region),
+            args.job_name,
+            sys.stdout,
+            args.poll_seconds,
+        )
+        check_job_outcome(description)
+        return 0
+    for line in logs.LogFollower(make_client("logs", region), args.job_name).poll():
+        print(line.message)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    sagemaker = make_client("sagemaker", _region(args, _config(args)))
+    with aws_action(f"stopping training job '{args.job_name}'"):
+        sagemaker.stop_training_job(TrainingJobName=args.job_name)
+    print(json.dumps({"TrainingJobName": args.job_name, "stop": "requested"}))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    region = _region(args, _config(args))
+    source = args.source
+    if not source.startswith("s3://"):
+        description = logs.describe_job(make_client("sagemaker", region), source)
+        source = artifacts.model_artifact_uri(description)
+    folder = artifacts.download_model(
+        make_client("s3", region), source, args.destination, args.force
+    )
+    print(json.dumps({"source": source, "destination": str(folder)}))
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    config = _config(args)
+    # The same sources and the same conversion as the HyperParameters `train` sends.
+    hyperparameters = training_job.request_hyperparameters(job_hyperparameters(args, config))
+    tree = local.plan_local_tree(
+        hyperparameters,
+        args.channel_dir,
+        args.checkpoint_dir,
+    )
+    if args.dry_run:
+        print(
+            json.dumps(
+                {"files": tree.files, "links": {k: str(v) for k, v in tree.links.items()}}, indent=2
+            )
+        )
+        return 0
+    local.write_local_tree(args.base_dir, tree, copy_channels=args.copy_channels)
+    if args.prepare_only:
+        print(json.dumps({"base_dir": str(args.base_dir)}))
+        return 0
+    code = local.run_container_training(args.base_dir)
+    if code != 0:
+        raise LaunchError(
+            f"local training failed (exit {code}): {local.failure_reason(args.base_dir)}"
+        )
+    print(json.dumps({"model_dir": str(args.base_dir / "model")}))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    config = _config(args)
+    region = _region(args, config)
+    repository = _resolve(args, config, ["repository"], ["repository"])["repository"]
+    client = make_client("ecr", region)
+    uri = ecr.ensure_repository(client, repository)
+    remote = f"{uri}:{args.tag}"
+    ecr.run_push(args.docker, ecr.docker_login(client), args.local_image, remote)
+    print(remote)
+    return 0
+
+
+COMMANDS = {
+    "upload": cmd_upload,
+    "train": cmd_train,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "stop": cmd_stop,
+    "download": cmd_download,
+    "local": cmd_local,
+    "push": cmd_push,
+}
