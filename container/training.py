@@ -215,10 +215,17 @@ def run_training(
     try:
         runner = build_runner(params, model_dir, tensorboard_dir, evaluate=evaluate)
     except (AssertionError, ValueError, tf.errors.OpError) as error:
+        reason = " ".join(str(error).split())[:300]
+        resuming_from = tf.train.latest_checkpoint(str(model_dir))
+        if resuming_from:
+            raise UserError(
+                f"cannot resume from {resuming_from}: it does not fit this model ({reason}); "
+                "it was written by a run with another preset or class count: give this job a "
+                "new checkpoint S3 location, or empty the old one"
+            ) from error
         if not initialising:
             raise
         modules = params.task.init_checkpoint_modules
-        reason = " ".join(str(error).split())[:300]
         raise UserError(
             f"the checkpoint channel ({init_checkpoint}) does not fit this model with "
             f"init_checkpoint_modules={modules}: {reason}; use init_checkpoint_modules=backbone "

@@ -16,7 +16,9 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 IMAGES_PER_SHARD = 500  # automatic shard count: one shard per this many images
 _PARALLEL_XML_FROM = 400  # fewer XML files than this are parsed in-process
 _WARNINGS_LOGGED = 20
+_PROGRESS_FROM = 1000  # images; smaller runs finish before a progress line would help
 DATASET_FORMAT_VERSION = 1
 
 
@@ -147,6 +150,10 @@ class ImageIndex:
         name = annotation.filename.replace("\\", "/")
         if name in self.by_relative:
             return self.by_relative[name]
+        if os.path.isabs(name):  # e.g. keras-retinanet CSVs often hold absolute paths
+            inside = os.path.relpath(name, self.root).replace(os.sep, "/")
+            if inside in self.by_relative:
+                return self.by_relative[inside]
         for candidate in (name, annotation.path_hint.replace("\\", "/")):
             if not candidate:
                 continue
@@ -263,13 +270,37 @@ def write_shards(
     return reports
 
 
+class _LogProgress:
+    """Progress as log lines (about every 10%, with rate and ETA) when stderr is no TTY."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.next_report = total, 0, total / 10
+        self.start = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.done >= self.next_report and self.done < self.total:
+            self.next_report += self.total / 10
+            elapsed = time.perf_counter() - self.start
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate else 0.0
+            log.info(
+                "%d/%d images, %.0f images/s, about %.0f s left", self.done, self.total, rate, eta
+            )
+
+
 @contextlib.contextmanager
 def _progress(total: int):
+    """A tqdm bar on a terminal, log lines otherwise; silent below _PROGRESS_FROM images."""
+    if total < _PROGRESS_FROM:
+        yield _LogProgress(0)  # reports nothing: done never falls below total
+        return
+    if not sys.stderr.isatty():
+        yield _LogProgress(total)
+        return
     from tqdm import tqdm
 
-    with tqdm(
-        total=total, unit="img", desc="shards", leave=False, disable=total < 1000 or None
-    ) as bar:
+    with tqdm(total=total, unit="img", desc="shards", leave=False) as bar:
         yield bar
 
 

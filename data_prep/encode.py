@@ -134,7 +134,7 @@ def encode_image(task: ImageTask) -> tuple[bytes, ImageReport]:
         stored = (header.width, header.height)
         if (annotation.width, annotation.height) == stored != header.displayed_size:
             rotate = False
-    prepared = prepare_image(data, task.image_path, rotate_exif=rotate)
+    prepared = prepare_image(data, task.image_path, rotate_exif=rotate, header=header)
     if prepared.change:
         report.change = prepared.change
     width, height = prepared.width, prepared.height

@@ -140,10 +140,13 @@ def _encode(image, image_format: str) -> bytes:
     return out.getvalue()
 
 
-def prepare_image(data: bytes, name: str, rotate_exif: bool = True) -> PreparedImage:
+def prepare_image(
+    data: bytes, name: str, rotate_exif: bool = True, header: ImageHeader | None = None
+) -> PreparedImage:
     """Bytes to store for image `name` (used in messages); see the module doc for when
-    pixels change. `rotate_exif=False` keeps the stored frame (boxes drawn on raw pixels)."""
-    header = read_header(data)
+    pixels change. `rotate_exif=False` keeps the stored frame (boxes drawn on raw pixels);
+    `header` is the result of `read_header(data)` when the caller has it already."""
+    header = header or read_header(data)
     if header is not None and _looks_complete(data, header.image_format):
         needs_rotation = rotate_exif and header.orientation != 1
         if header.image_format == "png" or (header.components in (1, 3) and not needs_rotation):

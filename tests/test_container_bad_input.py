@@ -109,3 +109,22 @@ def test_help_documents_hyperparameters_and_presets(argv, capsys):
     text = capsys.readouterr().out
     assert "calibration_samples" in text
     assert "retinanet_resnet50_fpn_640" in text
+
+
+def test_od_api_pipeline_config_feeds_the_job_and_warns_about_ignored_fields(
+    synthetic_channel, tmp_path, caplog
+):
+    """The channel's pipeline.config supplies image_size (here a bad one); hyperparameters win."""
+    hyperparameters = {k: v for k, v in TINY_HYPERPARAMETERS.items() if k != "image_size"}
+    base = make_base_dir(tmp_path, synthetic_channel, hyperparameters)
+    (base / "input/data/training/pipeline.config").write_text(
+        "model { ssd { num_classes: 3 image_resizer { fixed_shape_resizer { height: 100 "
+        "width: 100 } } feature_extractor { type: 'ssd_mobilenet_v2_keras' } } }\n"
+        "train_config { batch_size: 64 fine_tune_checkpoint: 'x/ckpt-0' }\n"
+    )
+    with caplog.at_level("WARNING"):
+        message = failure_of(base)
+    assert "image_size=100 must be a multiple of 64" in message
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "model.ssd.feature_extractor.type" in warning
+    assert "train_config.fine_tune_checkpoint" in warning

@@ -222,3 +222,15 @@ def test_nan_loss_stops_with_the_step_and_the_cause(synthetic_channel, tmp_path)
     assert re.search(r"the training loss became (nan|inf) by step \d+", run.failure)
     assert "lower learning_rate" in run.failure
     assert max(metric_steps(run.log)) < 20
+
+
+def test_resuming_checkpoints_of_another_model_is_a_clear_error(
+    trained_run, synthetic_voc, tmp_path
+):
+    channel = two_class_channel(synthetic_voc, tmp_path, eval_fraction=0.25)
+    base = make_base_dir(tmp_path / "opt_ml", channel, TINY_HYPERPARAMETERS)
+    shutil.copytree(trained_run.checkpoint_dir, base / "checkpoints")
+    run = run_container(base)
+    assert run.returncode == 1, run.log[-3000:]
+    assert "cannot resume from" in run.failure
+    assert "new checkpoint S3 location" in run.failure

@@ -271,3 +271,26 @@ def test_entity_declarations_refused_in_any_encoding(encoding):
     )
     with pytest.raises(DataPrepError, match="refused"):
         parse_voc_xml(text.encode(encoding), "bomb.xml")
+
+
+def test_image_index_finds_relative_absolute_basename_and_stem(tmp_path):
+    from data_prep.build import ImageIndex
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.jpg").write_bytes(b"")
+    (tmp_path / "y.PNG").write_bytes(b"")
+    index = ImageIndex(tmp_path)
+
+    def find(filename, path_hint=""):
+        found = index.find(ImageAnnotation(filename, 0, 0, (), "t.xml", path_hint))
+        return index.relative(found) if found else None
+
+    assert find("a/b/x.jpg") == "a/b/x.jpg"
+    assert find(str(tmp_path / "a" / "b" / "x.jpg")) == "a/b/x.jpg"
+    assert find("C:\\labels\\x.jpg") == "a/b/x.jpg"
+    assert find("x") == "a/b/x.jpg"
+    assert find("missing.jpg", path_hint="/home/u/y.PNG") == "y.PNG"
+    assert find("missing.jpg") is None
+    (tmp_path / "a" / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataPrepError, match="matches several files"):
+        ImageIndex(tmp_path).find(ImageAnnotation("x.jpg", 0, 0, (), "t.xml"))
