@@ -64,28 +64,57 @@ def build_variants(
     return files
 
 
+def interleaved(
+    files: list[pathlib.Path], threads: list[int], runs: int, warmup: int, rounds: int
+) -> dict[str, dict]:
+    """Time every file in turn, `rounds` times over, so a neighbour's load on the shared CPU
+    hits all variants alike; each figure is the median over rounds of the per-round value."""
+    import statistics
+
+    from edge.benchmark import benchmark
+
+    per_round = [
+        {path.name: benchmark(path, threads=threads, runs=runs, warmup=warmup) for path in files}
+        for _ in range(rounds)
+    ]
+    results = {}
+    for path in files:
+        first = per_round[0][path.name]
+        rows = []
+        for index, count in enumerate(threads):
+            samples = [r[path.name]["results"][index] for r in per_round]
+            rows.append(
+                {
+                    "threads": count,
+                    "runs": runs * rounds,
+                    **{
+                        key: round(statistics.median(s[key] for s in samples), 2)
+                        for key in ("median_ms", "p90_ms", "fps")
+                    },
+                }
+            )
+        results[path.name] = {**first, "results": rows}
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=pathlib.Path, help="benchmark these .tflite files")
     parser.add_argument("--checkpoint", help="trained weights for the default preset (optional)")
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per file and round")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved passes over the files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    from edge.benchmark import benchmark
 
     with tempfile.TemporaryDirectory(prefix="bench_edge-") as tmp:
         if args.model_dir:
             files = sorted(args.model_dir.glob("*.tflite"))
         else:
             files = build_variants(pathlib.Path(tmp), args.image_size, args.checkpoint)
-        results = {
-            path.name: benchmark(path, threads=args.threads, runs=args.runs, warmup=args.warmup)
-            for path in files
-        }
+        results = interleaved(files, args.threads, args.runs, args.warmup, args.rounds)
 
     float_name = next((n for n in results if n in ("model.tflite", "model_float.tflite")), None)
     print(

@@ -99,6 +99,7 @@ def _cmd_tfrecord(args: argparse.Namespace) -> None:
         skip_unknown_classes=args.skip_unknown_classes,
         skip_bad_images=args.skip_bad_images,
         workers=args.workers,
+        seed=args.seed,
     )
     print(json.dumps(counts))
 
@@ -190,11 +191,18 @@ def make_parser() -> argparse.ArgumentParser:
         "images without objects.",
     )
     p.add_argument("out_dir", type=Path, help="writes OUT_DIR/images and OUT_DIR/annotations")
-    p.add_argument("--num-images", type=int, default=200, help="(default: %(default)s)")
+    p.add_argument(
+        "--num-images", type=int, default=200, help="images to write (default: %(default)s)"
+    )
     p.add_argument(
         "--image-size", type=int, default=256, help="square side in pixels (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed; the same seed writes the same files (default: %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=_cmd_synth)
 
@@ -204,8 +212,12 @@ def make_parser() -> argparse.ArgumentParser:
         description="Write filename,width,height,class,xmin,ymin,xmax,ymax "
         "(one row per box; empty class = image without objects).",
     )
-    p.add_argument("annotations", type=Path, help="VOC folder, .csv or COCO .json")
-    p.add_argument("out_csv", type=Path)
+    p.add_argument(
+        "annotations",
+        type=Path,
+        help="folder of Pascal VOC .xml (recursive), keras-retinanet .csv or COCO .json",
+    )
+    p.add_argument("out_csv", type=Path, help="CSV to write (replaced if it exists)")
     p.add_argument(
         "--images",
         type=Path,
@@ -225,8 +237,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Ids from 1 in sorted order (or --classes order). Names "
         "differing only by case/whitespace are an error.",
     )
-    p.add_argument("csv", type=Path)
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("csv", type=Path, help="our CSV, e.g. written by the csv command")
+    p.add_argument("out_dir", type=Path, help="folder for label_map.pbtxt and labels.txt")
     p.add_argument(
         "--classes",
         type=Path,
@@ -246,10 +258,15 @@ def make_parser() -> argparse.ArgumentParser:
         description="Seeded split by image; every class with >= 2 images gets "
         "at least one eval image.",
     )
-    p.add_argument("csv", type=Path)
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--eval-fraction", type=float, default=0.2, help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
+    p.add_argument("csv", type=Path, help="our CSV, e.g. written by the csv command")
+    p.add_argument("out_dir", type=Path, help="folder for train.csv and eval.csv")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of images for eval.csv, in [0, 1) (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="split seed (default: %(default)s)")
     p.set_defaults(func=_cmd_split)
 
     p = sub.add_parser(
@@ -257,15 +274,23 @@ def make_parser() -> argparse.ArgumentParser:
         help="CSV + label map + images -> sharded TFRecords",
         description="Write SPLIT-NNNNN-of-MMMMM.tfrecord shards for one CSV.",
     )
-    p.add_argument("csv", type=Path)
+    p.add_argument("csv", type=Path, help="our CSV (or keras-retinanet CSV) of one split")
     p.add_argument("label_map", type=Path, help="label_map.pbtxt or classes file")
-    p.add_argument("out_dir", type=Path)
+    p.add_argument(
+        "out_dir", type=Path, help="folder for the shards (this split's old shards are replaced)"
+    )
     p.add_argument("--split", default="train", help="shard name prefix (default: %(default)s)")
     p.add_argument(
         "--first-source-id",
         type=int,
         default=1,
         help="numeric image/source_id of the first image (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="order of the examples in train shards (default: %(default)s)",
     )
     _add_common_build_flags(p, split_flags=False)
     p.set_defaults(func=_cmd_tfrecord)
@@ -276,14 +301,19 @@ def make_parser() -> argparse.ArgumentParser:
         description="Counts per class and split, box sizes, and dataset.png "
         "with sample images and their boxes.",
     )
-    p.add_argument("channel_dir", type=Path)
+    p.add_argument("channel_dir", type=Path, help="channel folder written by build")
     p.add_argument(
         "--png",
         type=Path,
         default=None,
         help="where to write the picture (default: CHANNEL_DIR/dataset.png)",
     )
-    p.add_argument("--samples", type=int, default=12, help="sample images (default: 12)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=12,
+        help="sample images drawn with their boxes (default: %(default)s)",
+    )
     p.add_argument("--no-png", action="store_true", help="only print the statistics")
     p.set_defaults(func=_cmd_stats)
     return parser

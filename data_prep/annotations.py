@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 
 from data_prep.errors import DataPrepError
 
@@ -65,12 +65,21 @@ def _number(element, tag: str, source: str, what: str) -> float:
         raise DataPrepError(
             f"{source}: {what} has no <{tag}>; every <bndbox> needs xmin, ymin, xmax and ymax"
         )
-    try:
-        return float(text)
-    except ValueError:
+    value = _finite(text)
+    if value is None:
         raise DataPrepError(
             f"{source}: {what} <{tag}> is {text!r}, not a number; fix the coordinate"
-        ) from None
+        )
+    return value
+
+
+def _finite(text: str) -> float | None:
+    """The number in `text`, or None; 'nan' and 'inf' are not coordinates."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _flag(element, tag: str) -> int:
@@ -164,14 +173,15 @@ def parse_voc_xml(data: bytes, source: str) -> ImageAnnotation:
                 truncated=_flag(obj, "truncated"),
             )
         )
-    # VoTT writes URL-encoded names ("folder%2Fimage.jpg"); decode before looking up.
+    # Names are kept as written: VoTT's URL-encoded "folder%2Fimage.jpg" is decoded when
+    # looking for the image (data_prep.matching), as its export may keep either form on disk.
     return ImageAnnotation(
-        filename=unquote(filename),
+        filename=filename,
         width=width,
         height=height,
         boxes=tuple(boxes),
         source=source,
-        path_hint=unquote(path_hint),
+        path_hint=path_hint,
     )
 
 
@@ -186,13 +196,19 @@ def read_voc_file(path: str) -> ImageAnnotation:
 
 def find_files(root: Path | str, suffixes: Sequence[str]) -> list[str]:
     """Paths (str, sorted) of files under `root`, recursively, with one of `suffixes`
-    (case-insensitive); hidden files and folders are ignored. Strings, not Path objects:
-    this runs over tens of thousands of files."""
+    (case-insensitive); hidden files and folders are ignored. Linked folders are followed,
+    each real folder once (a link to a parent folder would otherwise loop). Strings, not
+    Path objects: this runs over tens of thousands of files."""
     wanted = tuple(suffix.lower() for suffix in suffixes)
     found: list[str] = []
     pending = [os.fspath(root)]
+    visited: set[tuple[int, int]] = set()
     while pending:
         directory = pending.pop()
+        status = os.stat(directory)
+        if (status.st_dev, status.st_ino) in visited:
+            continue
+        visited.add((status.st_dev, status.st_ino))
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
@@ -209,10 +225,10 @@ def find_files(root: Path | str, suffixes: Sequence[str]) -> list[str]:
 
 
 def _float_cell(value: str, source: str, column: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise DataPrepError(f"{source}: {column} is {value!r}, not a number; fix the row") from None
+    number = _finite(value)
+    if number is None:
+        raise DataPrepError(f"{source}: {column} is {value!r}, not a number; fix the row")
+    return number
 
 
 def parse_csv(text: str, source: str) -> list[ImageAnnotation]:
@@ -316,46 +332,72 @@ def parse_coco_json(text: str, source: str) -> list[ImageAnnotation]:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataPrepError(f"{source}: malformed JSON ({error}); re-export it") from None
-    if not isinstance(document, dict) or "images" not in document:
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
         raise DataPrepError(f"{source}: no 'images' list; this is not a COCO detection file")
-    categories = {c["id"]: c["name"] for c in document.get("categories", [])}
-    images: dict[int, dict] = {}
-    seen_names: dict[str, int] = {}
-    for image in document["images"]:
-        name = image.get("file_name", "")
+    categories = {}
+    for number, category in enumerate(document.get("categories", []), start=1):
+        where = f"{source} categories[{number - 1}]"
+        categories[_coco_field(category, "id", where)] = str(_coco_field(category, "name", where))
+    images: dict[object, dict] = {}
+    seen_names: dict[str, object] = {}
+    for number, image in enumerate(document["images"]):
+        where = f"{source} images[{number}]"
+        image_id = _coco_field(image, "id", where)
+        name = str(_coco_field(image, "file_name", where))
         if name in seen_names:
             raise DataPrepError(
                 f"{source}: image '{name}' is listed twice (ids {seen_names[name]} and "
-                f"{image['id']}); merge the two entries"
+                f"{image_id}); merge the two entries"
             )
-        seen_names[name] = image["id"]
-        images[image["id"]] = {"image": image, "boxes": [], "notes": []}
-    for annotation in document.get("annotations", []):
-        entry = images.get(annotation.get("image_id"))
-        where = f"{source} annotation {annotation.get('id')}"
+        seen_names[name] = image_id
+        images[image_id] = {"image": image, "boxes": [], "notes": []}
+    for number, annotation in enumerate(document.get("annotations", [])):
+        where = f"{source} annotations[{number}]"
+        entry = images.get(_coco_field(annotation, "image_id", where))
         if entry is None:
             raise DataPrepError(
-                f"{where}: image_id {annotation.get('image_id')} is not in "
+                f"{where}: image_id {annotation['image_id']} is not in "
                 "'images'; fix or remove the annotation"
             )
-        if annotation.get("category_id") not in categories:
+        if _coco_field(annotation, "category_id", where) not in categories:
             raise DataPrepError(
-                f"{where}: category_id {annotation.get('category_id')} is not "
+                f"{where}: category_id {annotation['category_id']} is not "
                 "in 'categories'; add the category"
             )
         if annotation.get("iscrowd"):
             entry["notes"].append(f"crowd annotation {annotation.get('id')} dropped")
             continue
-        x, y, w, h = (float(v) for v in annotation["bbox"])
+        bbox = _coco_field(annotation, "bbox", where)
+        numbers = [_finite(str(v)) for v in bbox] if isinstance(bbox, list) else []
+        if len(numbers) != 4 or None in numbers:
+            raise DataPrepError(
+                f"{where}: bbox {bbox!r} is not [x, y, width, height] in numbers; fix it"
+            )
+        x, y, w, h = numbers
         entry["boxes"].append(Box(categories[annotation["category_id"]], x, y, x + w, y + h))
     return [
         ImageAnnotation(
-            filename=entry["image"].get("file_name", ""),
-            width=int(entry["image"].get("width") or 0),
-            height=int(entry["image"].get("height") or 0),
+            filename=str(entry["image"]["file_name"]),
+            width=_coco_size(entry["image"], "width", source),
+            height=_coco_size(entry["image"], "height", source),
             boxes=tuple(entry["boxes"]),
             source=source,
             notes=tuple(entry["notes"]),
         )
         for entry in images.values()
     ]
+
+
+def _coco_field(element: object, key: str, where: str):
+    if not isinstance(element, dict) or key not in element:
+        raise DataPrepError(f"{where}: no '{key}'; this is not a COCO detection file, re-export it")
+    return element[key]
+
+
+def _coco_size(image: dict, key: str, source: str) -> int:
+    value = _finite(str(image.get(key) or 0))
+    if value is None:
+        raise DataPrepError(
+            f"{source}: image '{image['file_name']}' {key} is {image[key]!r}; fix or remove it"
+        )
+    return int(value)

@@ -3,26 +3,27 @@ over the same pieces `build` uses, for users who want to inspect or edit between
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from data_prep import schema
 from data_prep.annotations import format_csv, parse_csv
 from data_prep.build import (
-    ImageIndex,
-    atomic_write_text,
     auto_shard_count,
     load_annotations,
-    match_images,
     process_pool,
     read_class_list,
+    shuffled,
     worker_count,
     write_shards,
 )
 from data_prep.classes import files_by_class, resolve_classes
 from data_prep.encode import ImageTask
 from data_prep.errors import DataPrepError
+from data_prep.files import atomic_write_text, read_user_text
 from data_prep.label_map import format_label_map, format_labels_txt
+from data_prep.matching import ImageIndex, match_images
 from data_prep.split import split_images
 
 TRAIN_CSV = "train.csv"
@@ -39,7 +40,8 @@ def convert_to_csv(
 
     With `images_dir`, every image must exist there (file names are rewritten relative to
     it); without, names are written as annotated."""
-    items = load_annotations(Path(annotations))
+    with process_pool(worker_count()) as workers:
+        items = load_annotations(Path(annotations), workers.pool)
     if images_dir is not None:
         index = ImageIndex(Path(images_dir))
         match = match_images(items, index, skip_bad_images)
@@ -54,11 +56,7 @@ def convert_to_csv(
 
 
 def _read_csv(path: Path):
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise DataPrepError(f"{path}: cannot read ({error.strerror}); check the path") from None
-    return parse_csv(text, str(path))
+    return parse_csv(read_user_text(path), str(path))
 
 
 def write_label_map(
@@ -102,9 +100,11 @@ def csv_to_tfrecords(
     skip_unknown_classes: bool = False,
     skip_bad_images: bool = False,
     workers: int | None = None,
+    seed: int = 42,
 ) -> dict:
     """CSV + label map + image folder -> out_dir/SPLIT-NNNNN-of-MMMMM.tfrecord.
 
+    Training examples are written in a `seed`ed random order, as `build` writes them.
     Shards are written under temporary names and renamed once all succeeded."""
     csv_path = Path(csv_path)
     items = _read_csv(csv_path)
@@ -128,13 +128,16 @@ def csv_to_tfrecords(
         )
         for number, (annotation, path) in enumerate(match.matched)
     ]
+    if split == schema.TRAIN_SPLIT:
+        tasks = shuffled(tasks, seed)
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".{split}.tmp"
-    staging.mkdir(exist_ok=True)
+    # A fresh staging folder per run: a killed earlier run cannot leak its shards into this one.
+    staging = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=out_dir))
     try:
-        with process_pool(min(worker_count(workers), auto_shard_count(len(tasks), shards))) as pool:
+        count = min(worker_count(workers), auto_shard_count(len(tasks), shards))
+        with process_pool(count) as pool:
             reports = write_shards({split: tasks}, staging, shards, skip_bad_images, pool)
         for old in out_dir.glob(schema.shard_glob(split)):
             old.unlink()

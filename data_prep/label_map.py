@@ -12,7 +12,8 @@ from data_prep.errors import DataPrepError
 
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.DOTALL)
 _ID_RE = re.compile(r"\bid\s*:\s*(\d+)")
-_NAME_RE = re.compile(r"\b(?:display_)?name\s*:\s*[\"']((?:[^\"'\\]|\\.)*)[\"']")
+_NAME_RE = re.compile(r"\bname\s*:\s*[\"']((?:[^\"'\\]|\\.)*)[\"']")
+_DISPLAY_NAME_RE = re.compile(r"\bdisplay_name\s*:\s*[\"']((?:[^\"'\\]|\\.)*)[\"']")
 
 
 class LabelMapError(DataPrepError):
@@ -34,7 +35,9 @@ def parse_label_map(text: str, source: str = "label_map.pbtxt") -> dict[int, str
     for match in _ITEM_RE.finditer(text):
         body = match.group(1)
         id_match = _ID_RE.search(body)
-        name_match = _NAME_RE.search(body)
+        # `name` is what annotations use (the TF OD API's default); `display_name` only
+        # when an item has no `name`.
+        name_match = _NAME_RE.search(body) or _DISPLAY_NAME_RE.search(body)
         if not id_match or not name_match:
             raise LabelMapError(
                 f"{source}: an item lacks an 'id' or a 'name': {body.strip()!r}; "

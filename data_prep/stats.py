@@ -11,6 +11,7 @@ from pathlib import Path
 from data_prep import schema
 from data_prep.errors import DataPrepError
 from data_prep.examples import parse_example
+from data_prep.files import read_user_text
 from data_prep.label_map import parse_label_map
 from data_prep.tfrecord_io import iter_records
 
@@ -35,7 +36,7 @@ def channel_stats(channel_dir: Path | str) -> dict:
             f"{channel}: no {schema.LABEL_MAP_FILE}; is this a channel folder "
             "written by `python -m data_prep build`?"
         )
-    label_map = parse_label_map(label_map_path.read_text(), str(label_map_path))
+    label_map = parse_label_map(read_user_text(label_map_path), str(label_map_path))
     stats: dict = {
         "channel": str(channel),
         "classes": [label_map[i] for i in sorted(label_map)],
@@ -74,7 +75,7 @@ def channel_stats(channel_dir: Path | str) -> dict:
     stats["box_widths"], stats["box_heights"] = widths, heights
     dataset_json = channel / schema.DATASET_JSON
     if dataset_json.is_file():
-        recorded = json.loads(dataset_json.read_text())
+        recorded = json.loads(read_user_text(dataset_json))
         stats["warnings"] = len(recorded.get("warnings", []))
         stats["skipped"] = len(recorded.get("skipped", []))
     return stats
@@ -190,7 +191,7 @@ def write_dataset_png(
                 color="white",
                 fontsize=8,
                 backgroundcolor=colour,
-                va="bottom",
+                va="bottom" if y0 > 0.08 else "top",  # keep the name on the picture
             )
         axis.set_title(example[schema.IMAGE_FILENAME][0].decode(), fontsize=8)
         axis.axis("off")

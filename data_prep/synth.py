@@ -137,7 +137,7 @@ def write_synthetic_voc(
         raise DataPrepError(f"--num-images {num_images}: use 1 or more")
     if image_size < 32:
         raise DataPrepError(f"--image-size {image_size}: use 32 or more")
-    from data_prep.build import atomic_directory
+    from data_prep.files import atomic_directory
 
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
         return _write_into(staging, num_images, image_size, seed)
@@ -165,7 +165,9 @@ def _write_into(out: Path, num_images: int, image_size: int, seed: int) -> dict[
                     boxes.append(box)
                     _draw(image, box, rng)
         image.save(images_dir / f"{stem}.jpg", format="JPEG", quality=92)
-        (xml_dir / f"{stem}.xml").write_text(voc_xml(f"{stem}.jpg", image_size, image_size, boxes))
+        (xml_dir / f"{stem}.xml").write_text(
+            voc_xml(f"{stem}.jpg", image_size, image_size, boxes), encoding="utf-8"
+        )
         counts["images"] += 1
         counts["boxes"] += len(boxes)
         counts["negative_images"] += not boxes

@@ -37,7 +37,7 @@ def _dataset(tmp_path: Path) -> dict:
 def test_missing_image_is_an_error_naming_both_files(tmp_path, capsys):
     voc = small_voc(tmp_path / "voc")
     (voc / "images" / "img-1.jpg").unlink()
-    assert_fails(tmp_path, capsys, "img-1.xml", "img-1.jpg", "--skip-bad-images")
+    assert_fails(tmp_path, capsys, "img-1.xml", "img-1.jpg", "add the image", "--skip-bad-images")
 
 
 def test_missing_image_skipped_on_request_and_recorded(tmp_path, capsys):
@@ -58,7 +58,7 @@ def test_unreadable_or_truncated_image_is_an_error(tmp_path, capsys, damage):
     image.write_bytes(
         {"truncated": data[: len(data) // 2], "garbage": b"not an image" * 9, "empty": b""}[damage]
     )
-    assert_fails(tmp_path, capsys, "img-2.jpg", "--skip-bad-images")
+    assert_fails(tmp_path, capsys, "img-2.jpg", "re-export", "--skip-bad-images")
 
 
 def test_truncated_image_skipped_on_request(tmp_path, capsys):
@@ -148,7 +148,9 @@ def test_unknown_class_dropped_on_request(tmp_path, capsys):
 def test_near_duplicate_class_names_are_an_error_listing_both(tmp_path, capsys):
     voc = small_voc(tmp_path / "voc")
     add_item(voc, "odd", objects=[("Cat ", 2, 2, 20, 20)])
-    assert_fails(tmp_path, capsys, "'Cat '", "odd.xml", "'cat'", "img-1.xml")
+    assert_fails(
+        tmp_path, capsys, "'Cat '", "odd.xml", "'cat'", "img-1.xml", "correct the spelling"
+    )
 
 
 def test_two_annotations_for_one_image_is_an_error(tmp_path, capsys):
@@ -156,13 +158,21 @@ def test_two_annotations_for_one_image_is_an_error(tmp_path, capsys):
     (voc / "annotations" / "copy.xml").write_text(
         voc_xml("img-0.jpg", 64, 48, [("dog", 4, 6, 40, 30)])
     )
-    assert_fails(tmp_path, capsys, "two annotations", "img-0.jpg", "copy.xml", "img-0.xml")
+    assert_fails(
+        tmp_path,
+        capsys,
+        "two annotations",
+        "img-0.jpg",
+        "copy.xml",
+        "img-0.xml",
+        "delete one or merge them",
+    )
 
 
 def test_malformed_xml_is_an_error(tmp_path, capsys):
     voc = small_voc(tmp_path / "voc")
     (voc / "annotations" / "img-3.xml").write_text("<annotation><filename>img-3.jpg</file")
-    assert_fails(tmp_path, capsys, "img-3.xml", "malformed XML")
+    assert_fails(tmp_path, capsys, "img-3.xml", "malformed XML", "re-export it or delete it")
 
 
 def test_non_numeric_coordinate_is_an_error(tmp_path, capsys):
@@ -170,7 +180,7 @@ def test_non_numeric_coordinate_is_an_error(tmp_path, capsys):
     (voc / "annotations" / "img-3.xml").write_text(
         voc_xml("img-3.jpg", 64, 48, [("dog", "ten", 6, 40, 30)])
     )
-    assert_fails(tmp_path, capsys, "img-3.xml", "'ten'", "not a number")
+    assert_fails(tmp_path, capsys, "img-3.xml", "'ten'", "not a number", "fix the coordinate")
 
 
 def test_entity_expansion_is_refused_not_expanded(tmp_path, capsys):
@@ -183,7 +193,9 @@ def test_entity_expansion_is_refused_not_expanded(tmp_path, capsys):
         "</annotation>"
     )
     (voc / "annotations" / "img-3.xml").write_text(bomb)
-    assert_fails(tmp_path, capsys, "img-3.xml", "refused", "entities")
+    assert_fails(
+        tmp_path, capsys, "img-3.xml", "refused", "entities", "export the annotation again"
+    )
 
 
 def test_external_entity_is_refused(tmp_path, capsys):
@@ -346,3 +358,51 @@ def test_tfrecord_command_failure_leaves_no_shards(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "img-2.jpg" in err and "unreadable or truncated" in err
     assert leftovers(tmp_path) == []
+
+
+def test_csv_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    voc = small_voc(tmp_path / "voc")
+    labels = voc / "labels.csv"
+    labels.write_bytes("images/img-0.jpg,4,6,40,30,caf\xe9\n".encode("latin-1"))
+    code = main(["build", str(labels), str(tmp_path / "channel")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "labels.csv: not UTF-8 text" in err and "save it as UTF-8" in err
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_build_stops_the_workers_before_removing_the_staging_folder(
+    tmp_path, capsys, monkeypatch
+):
+    import multiprocessing
+
+    from data_prep import files
+
+    voc = small_voc(tmp_path / "voc", count=8)
+    (voc / "images" / "img-1.jpg").write_bytes(b"\xff\xd8broken")
+    real_rmtree = files.shutil.rmtree
+    alive_at_cleanup = []
+
+    def recording_rmtree(path, *args, **kwargs):
+        alive_at_cleanup.append(len(multiprocessing.active_children()))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.shutil, "rmtree", recording_rmtree)
+    assert_fails(tmp_path, capsys, "img-1.jpg", extra=("--shards", "4", "--workers", "2"))
+    # A worker still alive here could write a shard into the folder being deleted.
+    assert alive_at_cleanup == [0]
+
+
+def test_tfrecord_command_ignores_a_stale_staging_folder(tmp_path, capsys):
+    voc = small_voc(tmp_path / "voc")
+    assert main(["csv", str(voc), str(voc / "all.csv"), "--images", str(voc)]) == 0
+    assert main(["label-map", str(voc / "all.csv"), str(voc)]) == 0
+    out = tmp_path / "shards"
+    stale = out / ".train.tmp"  # what a run killed with SIGKILL left behind
+    stale.mkdir(parents=True)
+    (stale / "train-00003-of-00009.tfrecord").write_bytes(b"half a shard")
+    args = ["tfrecord", str(voc / "all.csv"), str(voc / "label_map.pbtxt"), str(out)]
+    assert main([*args, "--images", str(voc)]) == 0, capsys.readouterr().err
+    shards = sorted(path.name for path in out.glob("train-*.tfrecord"))
+    assert shards == ["train-00000-of-00001.tfrecord"]

@@ -8,9 +8,10 @@ import sys
 import textwrap
 
 import pytest
-from data_prep_helpers import RACCOON, REPO, run_cli, small_voc
+from data_prep_helpers import RACCOON, REPO, add_item, run_cli, small_voc
 
 from data_prep.__main__ import main
+from data_prep.build import build_channel
 from data_prep.stats import iter_examples
 from data_prep.synth import write_synthetic_voc
 
@@ -23,6 +24,20 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: python -m data_prep " + command in capsys.readouterr().out
+
+
+def test_every_argument_has_help_text():
+    from data_prep.__main__ import make_parser
+
+    (subcommands,) = [a for a in make_parser()._actions if a.dest == "command"]
+    assert sorted(subcommands.choices) == sorted(SUBCOMMANDS)
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in subcommands.choices.items()
+        for action in parser._actions
+        if not action.help
+    ]
+    assert missing == []
 
 
 # Runs the commands in a fresh interpreter where `import tensorflow` fails, and checks
@@ -182,3 +197,83 @@ def test_raccoon_folder_gives_200_images_and_217_boxes(tmp_path):
     assert stats.returncode == 0, stats.stderr
     assert "train: 160 images" in stats.stdout
     assert (tmp_path / "channel" / "dataset.png").stat().st_size > 50_000
+
+
+def test_csv_command_reads_retinanet_csv_and_coco_json(tmp_path):
+    retinanet = tmp_path / "retinanet.csv"
+    retinanet.write_text("img/a.jpg,1,2,30.5,40,cat\nimg/a.jpg,5,5,9,9,dog\nimg/b.jpg,,,,,\n")
+    assert main(["csv", str(retinanet), str(tmp_path / "from_retinanet.csv")]) == 0
+    assert (tmp_path / "from_retinanet.csv").read_text().splitlines() == [
+        "filename,width,height,class,xmin,ymin,xmax,ymax",
+        "img/a.jpg,0,0,cat,1,2,30.5,40",
+        "img/a.jpg,0,0,dog,5,5,9,9",
+        "img/b.jpg,0,0,,,,,",
+    ]
+    coco = {
+        "images": [
+            {"id": 7, "file_name": "a.jpg", "width": 64, "height": 48},
+            {"id": 8, "file_name": "b.jpg", "width": 32, "height": 32},
+        ],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [1, 2, 10.5, 20]}],
+        "categories": [{"id": 2, "name": "cat"}],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    assert main(["csv", str(tmp_path / "coco.json"), str(tmp_path / "from_coco.csv")]) == 0
+    assert (tmp_path / "from_coco.csv").read_text().splitlines()[1:] == [
+        "a.jpg,64,48,cat,1,2,11.5,22",
+        "b.jpg,32,32,,,,,",
+    ]
+
+
+def test_training_shards_mix_classes_of_a_folder_sorted_by_class(tmp_path):
+    from data_prep.examples import parse_example
+    from data_prep.stats import shard_paths
+    from data_prep.tfrecord_io import iter_records
+
+    voc = tmp_path / "voc"
+    for number in range(10):
+        add_item(voc, f"a-cat-{number:02d}", objects=[("cat", 4, 6, 40, 30)])
+        add_item(voc, f"b-dog-{number:02d}", objects=[("dog", 4, 6, 40, 30)])
+    build_channel(voc, tmp_path / "channel", eval_fraction=0.0, shards=2, workers=1)
+    for shard in shard_paths(tmp_path / "channel", "train"):
+        labels = {parse_example(r)["image/object/class/text"][0] for r in iter_records(shard)}
+        assert labels == {b"cat", b"dog"}, shard.name
+    again = tmp_path / "again"
+    build_channel(voc, again, eval_fraction=0.0, shards=2, workers=1)
+    for first, second in zip(
+        shard_paths(tmp_path / "channel", "train"), shard_paths(again, "train"), strict=True
+    ):
+        assert first.read_bytes() == second.read_bytes()  # seeded: the same bytes again
+    # The step-by-step `tfrecord` command orders training shards the same way.
+    assert main(["csv", str(voc), str(tmp_path / "all.csv"), "--images", str(voc)]) == 0
+    label_map = str(again / "label_map.pbtxt")
+    out = tmp_path / "steps"
+    args = ["tfrecord", str(tmp_path / "all.csv"), label_map, str(out), "--shards", "2"]
+    assert main([*args, "--images", str(voc)]) == 0
+    for shard in shard_paths(out, "train"):
+        labels = {parse_example(r)["image/object/class/text"][0] for r in iter_records(shard)}
+        assert labels == {b"cat", b"dog"}, shard.name
+
+
+def test_build_logs_progress_of_xml_parsing_and_images(tmp_path, monkeypatch, caplog):
+    from data_prep import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    caplog.set_level("INFO", logger="data_prep")
+    small_voc(tmp_path / "voc", count=8)
+    build_channel(tmp_path / "voc", tmp_path / "channel", workers=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "data_prep.progress"]
+    assert any(line.startswith("1/9 XML files, ") and "left" in line for line in lines), lines
+    assert any(line.startswith("9/9 images in ") for line in lines), lines
+
+
+def test_unicode_file_and_class_names(tmp_path):
+    voc = tmp_path / "voc"
+    add_item(voc, "café über 猫", objects=[("chat noir é", 4, 6, 40, 30)])
+    summary = build_channel(voc, tmp_path / "channel", eval_fraction=0.0)
+    assert summary["classes"] == ["chat noir é"]
+    (example,) = iter_examples(tmp_path / "channel", "train")
+    assert example["image/filename"] == ["images/café über 猫.jpg".encode()]
+    assert example["image/object/class/text"] == ["chat noir é".encode()]
+    labels = (tmp_path / "channel" / "labels.txt").read_text(encoding="utf-8")
+    assert labels == "chat noir é\n"

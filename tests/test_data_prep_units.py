@@ -154,7 +154,7 @@ def test_voc_reader_uses_tag_names_not_positions():
         b"<filename>a%2Fb.jpg</filename></annotation>"
     )
     item = parse_voc_xml(xml, "a.xml")
-    assert item.filename == "a/b.jpg"
+    assert item.filename == "a%2Fb.jpg"  # as written; decoded when finding the image
     assert (item.width, item.height) == (64, 48)
     assert item.boxes == (Box("cat", 4.5, 6.0, 40.0, 30.5, difficult=1),)
 
@@ -274,7 +274,7 @@ def test_entity_declarations_refused_in_any_encoding(encoding):
 
 
 def test_image_index_finds_relative_absolute_basename_and_stem(tmp_path):
-    from data_prep.build import ImageIndex
+    from data_prep.matching import ImageIndex
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.jpg").write_bytes(b"")
@@ -294,3 +294,162 @@ def test_image_index_finds_relative_absolute_basename_and_stem(tmp_path):
     (tmp_path / "a" / "x.jpg").write_bytes(b"")
     with pytest.raises(DataPrepError, match="matches several files"):
         ImageIndex(tmp_path).find(ImageAnnotation("x.jpg", 0, 0, (), "t.xml"))
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity"])
+def test_non_finite_coordinates_are_refused_in_every_format(bad):
+    from data_prep.annotations import parse_voc_xml
+
+    xml = (
+        "<annotation><filename>a.jpg</filename><object><name>cat</name><bndbox>"
+        f"<xmin>{bad}</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+        "</annotation>"
+    )
+    with pytest.raises(DataPrepError, match=rf"a\.xml: object 1 <xmin> is '{bad}', not a number"):
+        parse_voc_xml(xml.encode(), "a.xml")
+    with pytest.raises(DataPrepError, match=r"r\.csv line 1: xmax is .*not a number; fix the row"):
+        parse_csv(f"a.jpg,1,2,{bad},4,cat\n", "r.csv")
+    document = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, bad, 4]}],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    with pytest.raises(DataPrepError, match=r"c\.json annotations\[0\]: bbox .* fix it"):
+        parse_coco_json(json.dumps(document), "c.json")
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda d: d["annotations"][0].pop("bbox"), r"c\.json annotations\[0\]: no 'bbox'"),
+        (lambda d: d["images"][0].pop("file_name"), r"c\.json images\[0\]: no 'file_name'"),
+        (lambda d: d["categories"][0].pop("name"), r"c\.json categories\[0\]: no 'name'"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"bbox \[1, 2, 3\] is not"),
+        (lambda d: d["images"][0].update(width="wide"), r"'a\.jpg' width is 'wide'"),
+        (lambda d: d.update(images={}), r"c\.json: no 'images' list"),
+    ],
+)
+def test_malformed_coco_json_is_a_user_error(damage, needle):
+    document = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    damage(document)
+    with pytest.raises(DataPrepError, match=needle):
+        parse_coco_json(json.dumps(document), "c.json")
+
+
+def test_label_map_uses_name_not_display_name():
+    text = (
+        "item { display_name: 'Cat' name: 'n02121808' id: 1 }\n"
+        "item { id: 2 display_name: 'dog only' }\n"
+    )
+    assert parse_label_map(text) == {1: "n02121808", 2: "dog only"}
+
+
+def test_progress_log_lines_carry_rate_and_time_left(monkeypatch, caplog):
+    from data_prep import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    caplog.set_level("INFO", logger="data_prep.progress")
+    with progress.progress(3, "images") as advance:
+        for _ in range(3):
+            advance(1)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("1/3 images, ") and "images/s, about" in lines[0]
+    assert lines[0].endswith(" s left")
+    assert lines[-1].startswith("3/3 images in ") and lines[-1].endswith("images/s")
+
+
+def test_watch_counter_reports_work_counted_elsewhere(monkeypatch, caplog):
+    from data_prep import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    caplog.set_level("INFO", logger="data_prep.progress")
+    done = [0]
+    with progress.watch_counter(lambda: done[0], 4, "images"):
+        done[0] = 4
+    assert caplog.records[-1].getMessage().startswith("4/4 images in ")
+
+
+def test_read_user_text_names_the_file_and_the_fix(tmp_path):
+    from data_prep.files import read_user_text
+
+    latin = tmp_path / "labels.csv"
+    latin.write_bytes("a.jpg,1,2,3,4,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataPrepError, match=r"labels\.csv: not UTF-8 text .*; save it as UTF-8"):
+        read_user_text(latin)
+    with pytest.raises(DataPrepError, match=r"missing\.csv: cannot read"):
+        read_user_text(tmp_path / "missing.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfa,b\n")
+    assert read_user_text(bom) == "a,b\n"
+
+
+def test_atomic_write_text_gives_a_normal_file_mode(tmp_path):
+    from data_prep.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "train.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "train.csv").stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["train.csv"]
+
+
+def test_atomic_directory_restores_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from data_prep.files import atomic_directory
+
+    target = tmp_path / "channel"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_rename = Path.rename
+
+    def failing_rename(self, destination):
+        if Path(destination) == target and ".tmp-" in self.name:
+            raise OSError(28, "No space left on device")
+        return real_rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError), atomic_directory(target, overwrite=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(os.listdir(tmp_path)) == ["channel"]
+    assert os.listdir(target) == ["old.txt"]
+
+
+def test_image_index_follows_folder_links_once_and_survives_a_loop(tmp_path):
+    from data_prep.matching import ImageIndex
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    (tmp_path / "photos" / "back").symlink_to(tmp_path)  # a loop
+    (tmp_path / "linked").symlink_to(tmp_path / "photos")
+    index = ImageIndex(tmp_path)
+    assert len(index.by_relative) == 1
+
+
+def test_image_index_matches_decomposed_unicode_and_literal_vott_names(tmp_path):
+    import unicodedata
+
+    from data_prep.matching import ImageIndex
+
+    (tmp_path / unicodedata.normalize("NFD", "café.jpg")).write_bytes(b"")
+    (tmp_path / "vott%2Fshot.jpg").write_bytes(b"")  # VoTT export that kept the encoded name
+    (tmp_path / "decoded").mkdir()
+    (tmp_path / "decoded" / "shot two.jpg").write_bytes(b"")
+    index = ImageIndex(tmp_path)
+
+    def find(filename):
+        found = index.find(ImageAnnotation(filename, 0, 0, (), "t.xml"))
+        return index.relative(found) if found else None
+
+    assert find(unicodedata.normalize("NFC", "café.jpg")) == "café.jpg"
+    assert find("vott%2Fshot.jpg") == "vott%2Fshot.jpg"
+    assert find("vott-export%2Fdecoded%2Fshot%20two.jpg") == "decoded/shot two.jpg"

@@ -1,0 +1,82 @@
+"""File I/O shared by every command: reading a user's text files with a clear error, and
+writing outputs atomically (temporary name, then rename), so nothing is left half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from data_prep.errors import DataPrepError
+
+
+def read_user_text(path: Path | str) -> str:
+    """Text of a user's file (CSV, COCO JSON, classes file, label map), UTF-8 with or
+    without a byte-order mark; DataPrepError naming the file when it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise DataPrepError(f"{path}: cannot read ({error.strerror}); check the path") from None
+    except UnicodeDecodeError as error:
+        raise DataPrepError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from None
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; on success it replaces `target`."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise DataPrepError(f"{target}: exists and is not a folder; choose another output")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise DataPrepError(
+            f"{target}: folder is not empty; choose a new folder or pass --overwrite"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    temporary.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a channel is a normal folder
+    try:
+        yield temporary
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            previous = old / "previous"
+            target.rename(previous)
+            try:
+                temporary.rename(target)
+            except BaseException:
+                previous.rename(target)  # put the user's folder back where it was
+                old.rmdir()
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            temporary.rename(target)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file under a temporary name in the same folder, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
