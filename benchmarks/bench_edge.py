@@ -1,12 +1,14 @@
 """Latency and size of every TFLite variant of the default preset (320 px) on this machine.
 
-Builds the default preset at 320 px with 3 classes, converts it to float, fp16, int8 (full
-integer, uint8 input; the recipe `train` ships) and dynamic-range TFLite, then times each at
-1 and 2 threads with the Pi-side code (`edge.benchmark`). Latency and size do not depend on
-the weight values, so the model is untrained unless `--checkpoint` is given; int8 is calibrated
-on synthetic shape images. `--model-dir` benchmarks the .tflite files of a finished run instead.
+Builds the default preset at 320 px, converts it to float, fp16, int8 (full integer, uint8
+input; the recipe `train` ships) and dynamic-range TFLite, then times each at 1 and 2 threads
+with the Pi-side code (`edge.benchmark`), interleaving the files so a neighbour's load on a
+shared CPU hits them alike. Pass trained weights with `--checkpoint` (any input size; match
+`--num-classes`): an untrained float file is smaller than a trained one (identical zero
+biases are stored once). int8 is calibrated on synthetic shape images. `--model-dir`
+benchmarks the .tflite files of a finished run instead.
 
-    .venv/bin/python benchmarks/bench_edge.py [--runs 50] [--threads 1 2] [--model-dir DIR]
+    .venv/bin/python benchmarks/bench_edge.py [--checkpoint CKPT --num-classes N] [--runs 30]
 
 Targets (issue 4): int8 at most 0.6x the float latency and at most 0.3x its size.
 """
@@ -30,7 +32,7 @@ LATENCY_TARGET, SIZE_TARGET = 0.6, 0.3
 
 
 def build_variants(
-    out: pathlib.Path, image_size: int, checkpoint: str | None
+    out: pathlib.Path, image_size: int, checkpoint: str | None, num_classes: int
 ) -> list[pathlib.Path]:
     """Convert the default preset to every variant in `out`; returns the files."""
     import numpy as np
@@ -43,7 +45,9 @@ def build_variants(
     from edge.preprocess import letterbox, load_rgb
 
     hp = Hyperparameters(image_size=image_size)
-    params = build_experiment(get_preset(DEFAULT_MODEL), hp, 3, DataPaths("unused-*", None, 0))
+    params = build_experiment(
+        get_preset(DEFAULT_MODEL), hp, num_classes, DataPaths("unused-*", None, 0)
+    )
     model = export_tflite.build_model(params, image_size, image_size)
     if checkpoint:
         export_tflite.restore(model, checkpoint)
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=pathlib.Path, help="benchmark these .tflite files")
     parser.add_argument("--checkpoint", help="trained weights for the default preset (optional)")
+    parser.add_argument("--num-classes", type=int, default=3, help="label-map classes")
     parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per file and round")
@@ -113,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_dir:
             files = sorted(args.model_dir.glob("*.tflite"))
         else:
-            files = build_variants(pathlib.Path(tmp), args.image_size, args.checkpoint)
+            files = build_variants(
+                pathlib.Path(tmp), args.image_size, args.checkpoint, args.num_classes
+            )
         results = interleaved(files, args.threads, args.runs, args.warmup, args.rounds)
 
     float_name = next((n for n in results if n in ("model.tflite", "model_float.tflite")), None)

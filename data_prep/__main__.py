@@ -158,7 +158,17 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_build_command(sub)
+    _add_synth_command(sub)
+    _add_csv_command(sub)
+    _add_label_map_command(sub)
+    _add_split_command(sub)
+    _add_tfrecord_command(sub)
+    _add_stats_command(sub)
+    return parser
 
+
+def _add_build_command(sub) -> None:
     p = sub.add_parser(
         "build",
         help="annotations -> channel folder (shards, label map, labels.txt, dataset.json)",
@@ -183,6 +193,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_common_build_flags(p, split_flags=True)
     p.set_defaults(func=_cmd_build)
 
+
+def _add_synth_command(sub) -> None:
     p = sub.add_parser(
         "synth",
         help="write a synthetic Pascal VOC dataset (shapes)",
@@ -206,6 +218,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_csv_command(sub) -> None:
     p = sub.add_parser(
         "csv",
         help="VOC XML folder / retinanet CSV / COCO JSON -> one CSV",
@@ -231,6 +245,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_csv)
 
+
+def _add_label_map_command(sub) -> None:
     p = sub.add_parser(
         "label-map",
         help="CSV -> label_map.pbtxt and labels.txt",
@@ -252,6 +268,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_label_map)
 
+
+def _add_split_command(sub) -> None:
     p = sub.add_parser(
         "split",
         help="CSV -> train.csv and eval.csv (by image, stratified)",
@@ -269,6 +287,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="split seed (default: %(default)s)")
     p.set_defaults(func=_cmd_split)
 
+
+def _add_tfrecord_command(sub) -> None:
     p = sub.add_parser(
         "tfrecord",
         help="CSV + label map + images -> sharded TFRecords",
@@ -295,6 +315,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_common_build_flags(p, split_flags=False)
     p.set_defaults(func=_cmd_tfrecord)
 
+
+def _add_stats_command(sub) -> None:
     p = sub.add_parser(
         "stats",
         help="print a channel's statistics and write dataset.png",
@@ -316,7 +338,6 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-png", action="store_true", help="only print the statistics")
     p.set_defaults(func=_cmd_stats)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except DataPrepError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # unwritable output, disk full, ...: the user's to fix
+        where = f"{error.filename}: " if error.filename else ""
+        print(
+            f"error: {where}{error.strerror or error}; check the path, its permissions and "
+            "the free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Annotation folder or file -> training channel (shards, label map, labels.txt, dataset.json).
 
-`build_channel` is the whole pipeline; the pieces (`load_annotations`, `match_images`,
-`write_shards`) also back the `csv`, `split` and `tfrecord` subcommands. Work is spread
+`build_channel` is the whole pipeline; its pieces (`load_annotations`, `write_shards`,
+`matching.match_images`) also back the `csv`, `split` and `tfrecord` subcommands. Work is spread
 over processes: XML parsing in chunks, then one shard per task. Everything is written
 into a temporary folder next to the target and renamed into place at the end, so a failed
 or interrupted run leaves no half channel.
@@ -9,16 +9,12 @@ or interrupted run leaves no half channel.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import multiprocessing
-import multiprocessing.pool
-import os
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,8 +32,9 @@ from data_prep.errors import SKIP_HINT, DataPrepError
 from data_prep.files import atomic_directory, read_user_text
 from data_prep.label_map import format_label_map, format_labels_txt, parse_label_map
 from data_prep.matching import ImageIndex, MatchResult, match_images
+from data_prep.processes import Workers, count_image, process_pool, worker_count
 from data_prep.progress import progress, watch_counter
-from data_prep.split import split_images
+from data_prep.split import classes_missing_from_eval, split_images
 from data_prep.summary import dataset_summary, log_findings
 
 log = logging.getLogger(__name__)
@@ -68,64 +65,6 @@ class BuildOptions:
             raise DataPrepError(f"--shards {self.shards}: use 1 or more")
         if self.workers is not None and self.workers < 1:
             raise DataPrepError(f"--workers {self.workers}: use 1 or more")
-
-
-# ------------------------------------------------------------------ processes
-
-
-def worker_count(requested: int | None = None) -> int:
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return requested or available or os.cpu_count() or 1
-
-
-# Images finished by this process; worker processes get the pool's shared counter.
-_images_done = None
-
-
-def _share_counter(counter) -> None:
-    global _images_done
-    _images_done = counter
-
-
-def _count_image() -> None:
-    if _images_done is not None:
-        with _images_done.get_lock():
-            _images_done.value += 1
-
-
-@dataclass(frozen=True)
-class Workers:
-    """Worker processes (None: work in this process) and the count of images they finished,
-    which the progress display reads while shards are being written."""
-
-    pool: multiprocessing.pool.Pool | None
-    images_done: object  # multiprocessing.Value("q")
-
-    def read_images_done(self) -> int:
-        return self.images_done.value
-
-
-@contextlib.contextmanager
-def process_pool(workers: int) -> Iterator[Workers]:
-    """Worker processes (fork where available: no re-import), or none for one worker.
-    They are stopped before the block's exit goes on, so a failing build cannot have a
-    worker still writing into a folder that is being cleaned up."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    counter = context.Value("q", 0)
-    _share_counter(counter)
-    pool = (
-        context.Pool(workers, initializer=_share_counter, initargs=(counter,))
-        if workers > 1
-        else None
-    )
-    try:
-        yield Workers(pool, counter)
-    finally:
-        _share_counter(None)
-        if pool is not None:
-            pool.terminate()
-            pool.join()
 
 
 # ------------------------------------------------------------------ reading annotations
@@ -178,26 +117,26 @@ def auto_shard_count(images: int, requested: int | None) -> int:
 
 def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
     """Encode the images of one shard and write it (runs in a worker process)."""
-    from data_prep.tfrecord_io import write_records
+    from data_prep.tfrecord_io import RecordWriter
 
     path, tasks, skip_bad = job
-    payloads, reports = [], []
-    for task in tasks:
-        try:
-            example, report = encode_image(task)
-        except DataPrepError as error:
-            if not skip_bad:
-                raise
-            reason = str(error).replace(SKIP_HINT, "")  # the flag was given already
-            reports.append(
-                ImageReport(task.name, task.annotation.source, task.source_id, skipped=reason)
-            )
-            continue
-        finally:
-            _count_image()
-        payloads.append(example)
-        reports.append(report)
-    write_records(path, payloads)
+    reports = []
+    with RecordWriter(path) as writer:
+        for task in tasks:
+            try:
+                example, report = encode_image(task)
+            except DataPrepError as error:
+                if not skip_bad:
+                    raise
+                reason = str(error).replace(SKIP_HINT, "")  # the flag was given already
+                reports.append(
+                    ImageReport(task.name, task.annotation.source, task.source_id, skipped=reason)
+                )
+                continue
+            finally:
+                count_image()
+            writer.write(example)
+            reports.append(report)
     return reports
 
 
@@ -360,11 +299,26 @@ def plan_tasks(
         for number, (annotation, path) in enumerate(match.matched, start=1)
     }
     train, evaluation = split_images([a for a, _ in match.matched], eval_fraction, seed)
+    warn_classes_missing_from_eval(train, evaluation)
     planned = {
         schema.TRAIN_SPLIT: shuffled([tasks[id(a)] for a in train], seed),
         schema.EVAL_SPLIT: [tasks[id(a)] for a in evaluation],
     }
     return {split: items for split, items in planned.items() if items}
+
+
+def warn_classes_missing_from_eval(
+    train: Sequence[ImageAnnotation], evaluation: Sequence[ImageAnnotation]
+) -> None:
+    """Log the classes the stratified split could not give an eval image (see split.py)."""
+    missing = classes_missing_from_eval(train, evaluation)
+    if missing:
+        log.warning(
+            "class(es) %s have two or more images but none in eval: each of their images "
+            "also holds a class that has only that image, which must stay in train; label "
+            "more images of them to evaluate them",
+            ", ".join(repr(name) for name in missing),
+        )
 
 
 def write_channel_files(staging: Path, classes: Sequence[str], summary: dict) -> None:

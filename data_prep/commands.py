@@ -12,10 +12,9 @@ from data_prep.annotations import format_csv, parse_csv
 from data_prep.build import (
     auto_shard_count,
     load_annotations,
-    process_pool,
     read_class_list,
     shuffled,
-    worker_count,
+    warn_classes_missing_from_eval,
     write_shards,
 )
 from data_prep.classes import files_by_class, resolve_classes
@@ -24,6 +23,7 @@ from data_prep.errors import DataPrepError
 from data_prep.files import atomic_write_text, read_user_text
 from data_prep.label_map import format_label_map, format_labels_txt
 from data_prep.matching import ImageIndex, match_images
+from data_prep.processes import process_pool, worker_count
 from data_prep.split import split_images
 
 TRAIN_CSV = "train.csv"
@@ -84,6 +84,7 @@ def split_csv(csv_path: Path, out_dir: Path, eval_fraction: float, seed: int) ->
     """CSV -> out_dir/train.csv and out_dir/eval.csv, by image."""
     items = _read_csv(csv_path)
     train, evaluation = split_images(items, eval_fraction, seed)
+    warn_classes_missing_from_eval(train, evaluation)
     atomic_write_text(Path(out_dir) / TRAIN_CSV, format_csv(train))
     atomic_write_text(Path(out_dir) / EVAL_CSV, format_csv(evaluation))
     return {"train_images": len(train), "eval_images": len(evaluation)}
@@ -137,8 +138,8 @@ def csv_to_tfrecords(
     staging = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=out_dir))
     try:
         count = min(worker_count(workers), auto_shard_count(len(tasks), shards))
-        with process_pool(count) as pool:
-            reports = write_shards({split: tasks}, staging, shards, skip_bad_images, pool)
+        with process_pool(count) as processes:
+            reports = write_shards({split: tasks}, staging, shards, skip_bad_images, processes)
         for old in out_dir.glob(schema.shard_glob(split)):
             old.unlink()
         for shard in sorted(staging.iterdir()):

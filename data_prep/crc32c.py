@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported only when used: with google_crc32c it never is
+    import numpy as np
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 _CHUNK = 1024  # bytes per lane; a multiple of 4
@@ -54,6 +56,8 @@ def crc32c_small(data: bytes) -> int:
 @lru_cache(maxsize=1)
 def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
     """Word tables (low 16 bits, high 16 bits), chunk-advance tables and the init prefix."""
+    import numpy as np
+
     t0 = np.array(_byte_table(), dtype=np.uint32)
     slices = [t0]
     for _ in range(3):
@@ -109,6 +113,8 @@ def _chunk_registers(words: np.ndarray, low: np.ndarray, high: np.ndarray) -> np
     Columns are read in place (strided): for a block of _LANES rows the touched cache
     lines stay in cache across the 16 columns sharing them, which measured faster than
     transposing the block first."""
+    import numpy as np
+
     lanes = words.shape[0]
     registers = np.zeros(lanes, dtype=np.uint32)
     mixed = np.empty(lanes, dtype=np.uint32)
@@ -151,6 +157,8 @@ def crc32c_many_numpy(buffers: Sequence[bytes]) -> list[int]:
 
 
 def _group_crc32c(buffers: Sequence[bytes]) -> list[int]:
+    import numpy as np
+
     low, high, advance, prefix = _tables()
     chunk = _CHUNK
     # Front-pad each buffer to whole chunks: zeros (no effect on a zero register) then the

@@ -140,6 +140,17 @@ def _encode(image, image_format: str) -> bytes:
     return out.getvalue()
 
 
+def _apply_orientation(image, rotate_exif: bool, changes: list[str]):
+    """`image` turned to its EXIF orientation when asked (noted in `changes`)."""
+    from PIL import ImageOps
+
+    orientation = image.getexif().get(0x0112, 1)
+    if not rotate_exif or orientation == 1:
+        return image
+    changes.append(f"EXIF orientation {orientation} applied to the pixels")
+    return ImageOps.exif_transpose(image)
+
+
 def prepare_image(
     data: bytes, name: str, rotate_exif: bool = True, header: ImageHeader | None = None
 ) -> PreparedImage:
@@ -153,14 +164,9 @@ def prepare_image(
             return PreparedImage(data, header.image_format, header.width, header.height, "")
     image = _decode(data, name)
     changes = []
-    from PIL import ImageOps
-
     if image.format == "JPEG":
         target = "jpeg"
-        orientation = image.getexif().get(0x0112, 1)
-        if rotate_exif and orientation != 1:
-            image = ImageOps.exif_transpose(image)
-            changes.append(f"EXIF orientation {orientation} applied to the pixels")
+        image = _apply_orientation(image, rotate_exif, changes)
         if image.mode not in ("RGB", "L"):
             changes.append(f"{image.mode} converted to RGB")
             image = image.convert("RGB")
@@ -170,7 +176,9 @@ def prepare_image(
         return PreparedImage(data, "png", image.width, image.height, "")
     else:
         target = "png"
-        changes.append(f"{image.format} converted to PNG")
+        source_format = image.format
+        image = _apply_orientation(image, rotate_exif, changes)  # TIFF and WebP carry EXIF too
+        changes.append(f"{source_format} converted to PNG")
         if image.mode not in ("RGB", "L", "RGBA", "LA"):
             image = image.convert("RGB")
     return PreparedImage(

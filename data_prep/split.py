@@ -55,3 +55,17 @@ def split_images(
     train = [item for i, item in enumerate(annotations) if i not in chosen]
     evaluation = [item for i, item in enumerate(annotations) if i in chosen]
     return train, evaluation
+
+
+def classes_missing_from_eval(
+    train: Sequence[ImageAnnotation], evaluation: Sequence[ImageAnnotation]
+) -> list[str]:
+    """Classes with two or more images that got no eval image: every image holding them
+    also holds a class with a single image, which must stay in train."""
+    if not evaluation:
+        return []
+    images_of: Counter[str] = Counter()
+    for item in (*train, *evaluation):
+        images_of.update({box.class_name for box in item.boxes})
+    in_eval = {box.class_name for item in evaluation for box in item.boxes}
+    return sorted(name for name, count in images_of.items() if count >= 2 and name not in in_eval)

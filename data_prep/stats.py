@@ -130,7 +130,6 @@ def write_dataset_png(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     channel = Path(channel_dir)
     stats = channel_stats(channel)
@@ -140,64 +139,78 @@ def write_dataset_png(
     rows = 1 + (len(examples) + columns - 1) // columns
     figure = plt.figure(figsize=(4 * columns, 4 * rows))
     grid = figure.add_gridspec(rows, columns)
-    counts = figure.add_subplot(grid[0, :2])
-    classes = stats["classes"]
-    offset = 0.0
-    for split, numbers in stats["splits"].items():
-        values = [numbers["boxes_per_class"].get(name, 0) for name in classes]
-        positions = [i + offset for i in range(len(classes))]
-        counts.bar(positions, values, width=0.4, label=f"{split} ({numbers['images']} images)")
-        offset += 0.4
-    counts.set_xticks([i + 0.2 for i in range(len(classes))], classes, rotation=30, ha="right")
-    counts.set_title("boxes per class")
-    counts.legend()
-    sizes = figure.add_subplot(grid[0, 2:])
-    sizes.scatter(stats["box_widths"], stats["box_heights"], s=6, alpha=0.5)
-    sizes.set_xlim(0, 1)
-    sizes.set_ylim(0, 1)
-    sizes.set_xlabel("box width / image width")
-    sizes.set_ylabel("box height / image height")
-    sizes.set_title(f"box sizes ({len(stats['box_widths'])} boxes)")
-    colours = plt.get_cmap("tab10")
+    _plot_counts(figure.add_subplot(grid[0, :2]), stats)
+    _plot_sizes(figure.add_subplot(grid[0, 2:]), stats)
     for index, example in enumerate(examples):
         axis = figure.add_subplot(grid[1 + index // columns, index % columns])
-        image = Image.open(io.BytesIO(example[schema.IMAGE_ENCODED][0])).convert("RGB")
-        width, height = image.size
-        axis.imshow(image)
-        for x0, x1, y0, y1, label in zip(
-            example[schema.BBOX_XMIN],
-            example[schema.BBOX_XMAX],
-            example[schema.BBOX_YMIN],
-            example[schema.BBOX_YMAX],
-            example[schema.CLASS_LABEL],
-            strict=True,
-        ):
-            colour = colours((label - 1) % 10)
-            axis.add_patch(
-                plt.Rectangle(
-                    (x0 * width, y0 * height),
-                    (x1 - x0) * width,
-                    (y1 - y0) * height,
-                    fill=False,
-                    color=colour,
-                    linewidth=2,
-                )
-            )
-            name = classes[label - 1] if 0 < label <= len(classes) else str(label)
-            axis.text(
-                x0 * width,
-                y0 * height,
-                name,
-                color="white",
-                fontsize=8,
-                backgroundcolor=colour,
-                va="bottom" if y0 > 0.08 else "top",  # keep the name on the picture
-            )
-        axis.set_title(example[schema.IMAGE_FILENAME][0].decode(), fontsize=8)
-        axis.axis("off")
+        _plot_sample(axis, example, stats["classes"])
     figure.tight_layout()
     temporary = out.with_name(f".{out.name}.tmp")
     figure.savefig(temporary, dpi=60, format="png")
     plt.close(figure)
     temporary.replace(out)
     return out
+
+
+def _plot_counts(axis, stats: dict) -> None:
+    classes = stats["classes"]
+    offset = 0.0
+    for split, numbers in stats["splits"].items():
+        values = [numbers["boxes_per_class"].get(name, 0) for name in classes]
+        positions = [i + offset for i in range(len(classes))]
+        axis.bar(positions, values, width=0.4, label=f"{split} ({numbers['images']} images)")
+        offset += 0.4
+    axis.set_xticks([i + 0.2 for i in range(len(classes))], classes, rotation=30, ha="right")
+    axis.set_title("boxes per class")
+    axis.legend()
+
+
+def _plot_sizes(axis, stats: dict) -> None:
+    axis.scatter(stats["box_widths"], stats["box_heights"], s=6, alpha=0.5)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("box width / image width")
+    axis.set_ylabel("box height / image height")
+    axis.set_title(f"box sizes ({len(stats['box_widths'])} boxes)")
+
+
+def _plot_sample(axis, example: dict, classes: list[str]) -> None:
+    """One training image with its boxes and class names, as the trainer will see it."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    colours = plt.get_cmap("tab10")
+    image = Image.open(io.BytesIO(example[schema.IMAGE_ENCODED][0])).convert("RGB")
+    width, height = image.size
+    axis.imshow(image)
+    for x0, x1, y0, y1, label in zip(
+        example[schema.BBOX_XMIN],
+        example[schema.BBOX_XMAX],
+        example[schema.BBOX_YMIN],
+        example[schema.BBOX_YMAX],
+        example[schema.CLASS_LABEL],
+        strict=True,
+    ):
+        colour = colours((label - 1) % 10)
+        corner = (x0 * width, y0 * height)
+        axis.add_patch(
+            plt.Rectangle(
+                corner,
+                (x1 - x0) * width,
+                (y1 - y0) * height,
+                fill=False,
+                color=colour,
+                linewidth=2,
+            )
+        )
+        name = classes[label - 1] if 0 < label <= len(classes) else str(label)
+        axis.text(
+            *corner,
+            name,
+            color="white",
+            fontsize=8,
+            backgroundcolor=colour,
+            va="bottom" if y0 > 0.08 else "top",  # keep the name on the picture
+        )
+    axis.set_title(example[schema.IMAGE_FILENAME][0].decode(), fontsize=8)
+    axis.axis("off")

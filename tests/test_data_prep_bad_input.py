@@ -228,15 +228,25 @@ def test_float_coordinates_are_kept_exactly(tmp_path, capsys):
     assert example["image/object/bbox/ymax"][0] == pytest.approx(30.5 / 48, abs=1e-7)
 
 
-def test_vott_url_encoded_file_names_are_found(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("on_disk", "written"),
+    [
+        ("shot one", "vott-export%2Fimages%2Fshot%20one.jpg"),  # decoded name on disk
+        ("vott-export%2Fshot", "vott-export%2Fshot.jpg"),  # export that kept the encoded name
+    ],
+)
+def test_vott_url_encoded_file_names_are_found(tmp_path, capsys, on_disk, written):
     voc = tmp_path / "voc"
-    add_item(voc, "shot one", objects=[("cat", 4, 6, 40, 30)])
-    (voc / "annotations" / "shot one.xml").write_text(
-        voc_xml("vott-export%2Fimages%2Fshot%20one.jpg", 64, 48, [("cat", 4, 6, 40, 30)])
+    add_item(voc, on_disk, objects=[("cat", 4, 6, 40, 30)])
+    (voc / "annotations" / f"{on_disk}.xml").write_text(
+        voc_xml(written, 64, 48, [("cat", 4, 6, 40, 30)])
     )
     code, err = _build(tmp_path, capsys, "--eval-fraction", "0")
     assert code == 0, err
-    assert _dataset(tmp_path)["images"] == 1
+    from data_prep.stats import iter_examples
+
+    (example,) = iter_examples(tmp_path / "channel", "train")
+    assert example["image/filename"] == [f"images/{on_disk}.jpg".encode()]
 
 
 def test_image_without_objects_is_kept_and_counted(tmp_path, capsys):
@@ -406,3 +416,43 @@ def test_tfrecord_command_ignores_a_stale_staging_folder(tmp_path, capsys):
     assert main([*args, "--images", str(voc)]) == 0, capsys.readouterr().err
     shards = sorted(path.name for path in out.glob("train-*.tfrecord"))
     assert shards == ["train-00000-of-00001.tfrecord"]
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, capsys):
+    small_voc(tmp_path / "voc")
+    (tmp_path / "file").write_text("not a folder")
+    code = main(["build", str(tmp_path / "voc"), str(tmp_path / "file" / "channel")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "file" in err and "check the path" in err
+    assert leftovers(tmp_path) == ["file"]
+
+
+def test_stats_of_a_damaged_shard_is_a_one_line_error(tmp_path, capsys):
+    small_voc(tmp_path / "voc")
+    assert main(["build", str(tmp_path / "voc"), str(tmp_path / "channel")]) == 0
+    (shard,) = (tmp_path / "channel").glob("train-*.tfrecord")
+    data = bytearray(shard.read_bytes())
+    data[40] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "channel"), "--no-png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and shard.name in err
+    assert "corrupt payload checksum" in err and "build the channel again" in err
+
+
+def test_split_command_warns_about_classes_left_out_of_eval(tmp_path, capsys, caplog):
+    rows = [
+        "filename,width,height,class,xmin,ymin,xmax,ymax",
+        "a.jpg,64,48,pair,1,1,9,9",
+        "a.jpg,64,48,only_a,1,1,9,9",
+        "b.jpg,64,48,pair,1,1,9,9",
+        "b.jpg,64,48,only_b,1,1,9,9",
+        "c.jpg,64,48,x,1,1,9,9",
+        "d.jpg,64,48,x,1,1,9,9",
+    ]
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    assert main(["split", str(tmp_path / "all.csv"), str(tmp_path), "--eval-fraction", "0.5"]) == 0
+    assert "class(es) 'pair' have two or more images but none in eval" in caplog.text

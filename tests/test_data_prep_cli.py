@@ -277,3 +277,23 @@ def test_unicode_file_and_class_names(tmp_path):
     assert example["image/object/class/text"] == ["chat noir é".encode()]
     labels = (tmp_path / "channel" / "labels.txt").read_text(encoding="utf-8")
     assert labels == "chat noir é\n"
+
+
+def test_build_of_plain_jpegs_imports_neither_numpy_nor_pillow(tmp_path):
+    """Start-up is part of what a user waits for: with google_crc32c (in the lock) and
+    JPEGs that need no change, `build` needs neither numpy nor Pillow."""
+    pytest.importorskip("google_crc32c")
+    import subprocess
+
+    small_voc(tmp_path / "voc")
+    script = (
+        "import sys\n"
+        "from data_prep.__main__ import main\n"
+        f"assert main(['build', {str(tmp_path / 'voc')!r}, {str(tmp_path / 'ch')!r}]) == 0\n"
+        "print(sorted(m for m in ('numpy', 'PIL', 'tensorflow') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

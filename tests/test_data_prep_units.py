@@ -16,8 +16,8 @@ from data_prep.errors import DataPrepError
 from data_prep.examples import ExampleBoxes, detection_example, parse_example
 from data_prep.images import prepare_image, read_header
 from data_prep.label_map import LabelMapError, format_label_map, parse_label_map
-from data_prep.split import split_images
-from data_prep.tfrecord_io import frame_records
+from data_prep.split import classes_missing_from_eval, split_images
+from data_prep.tfrecord_io import RecordWriter, frame_records
 
 
 def _slow_crc32c(data: bytes) -> int:
@@ -453,3 +453,34 @@ def test_image_index_matches_decomposed_unicode_and_literal_vott_names(tmp_path)
     assert find(unicodedata.normalize("NFC", "café.jpg")) == "café.jpg"
     assert find("vott%2Fshot.jpg") == "vott%2Fshot.jpg"
     assert find("vott-export%2Fdecoded%2Fshot%20two.jpg") == "decoded/shot two.jpg"
+
+
+def test_exif_orientation_of_converted_formats_is_applied_too():
+    data = image_bytes(40, 30, fmt="WEBP", orientation=6)
+    prepared = prepare_image(data, "x.webp")
+    assert (prepared.image_format, prepared.width, prepared.height) == ("png", 30, 40)
+    assert prepared.change == "EXIF orientation 6 applied to the pixels; WEBP converted to PNG"
+    kept = prepare_image(data, "x.webp", rotate_exif=False)
+    assert (kept.width, kept.height) == (40, 30)
+
+
+def test_split_names_classes_it_could_not_put_in_eval():
+    # 'pair' has two images, but each also holds a one-image class that must stay in train.
+    items = _items({"a": ["pair", "only_a"], "b": ["pair", "only_b"], "c": ["x"], "d": ["x"]})
+    train, evaluation = split_images(items, 0.5, seed=0)
+    assert {b.class_name for i in evaluation for b in i.boxes} == {"x"}
+    assert classes_missing_from_eval(train, evaluation) == ["pair"]
+    assert classes_missing_from_eval(items, []) == []
+
+
+def test_record_writer_writes_in_bounded_batches(tmp_path):
+    payloads = [bytes([n]) * 8 for n in range(5)]
+    path = tmp_path / "x.tfrecord"
+    with RecordWriter(path, batch_bytes=16) as writer:
+        for payload in payloads[:2]:
+            writer.write(payload)
+        # Already on disk: a shard of large images is not held in memory until the end.
+        assert path.read_bytes() == frame_records(payloads[:2])
+        for payload in payloads[2:]:
+            writer.write(payload)
+    assert path.read_bytes() == frame_records(payloads)
