@@ -36,6 +36,29 @@ def _epilog() -> str:
     )
 
 
+def is_orbit_progress(record: logging.LogRecord) -> bool:
+    """Orbit's per-loop `train | step: ...` / `eval | step: ...` messages (logged via absl):
+    the `metric` and `progress` lines of container.training replace them."""
+    path = record.pathname.replace("\\", "/")
+    if record.levelno != logging.INFO or not path.endswith("orbit/controller.py"):
+        return False
+    return record.getMessage().lstrip().startswith(("train | step:", "eval | step:"))
+
+
+def configure_logging() -> None:
+    """Timestamped lines on stdout (SageMaker's log stream), one progress line per interval.
+
+    Orbit prints each message and also logs it through absl; `training.orbit_prints_dropped`
+    drops the printed copy and this filter the per-loop progress dumps.
+    """
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    logging.getLogger("absl").addFilter(lambda record: not is_orbit_progress(record))
+
+
 def write_failure(env: SageMakerEnv, message: str) -> None:
     try:
         env.output_dir.mkdir(parents=True, exist_ok=True)
@@ -47,9 +70,10 @@ def write_failure(env: SageMakerEnv, message: str) -> None:
 
 
 def train(env: SageMakerEnv) -> int:
-    from container.job import run_train_job
-
     try:
+        # Imported here so that a broken TensorFlow install still leaves output/failure.
+        from container.job import run_train_job
+
         report = run_train_job(env)
     except UserError as error:
         message = " ".join(str(error).split())
@@ -91,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     env = SageMakerEnv.from_environ()
     logger.info("SageMaker base dir: %s", env.base_dir)

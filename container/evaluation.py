@@ -28,7 +28,7 @@ from matplotlib import patches
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from container.export import SERVING_INPUT
+from container.export import SERVING_INPUT, write_text_atomically
 from data_prep import schema
 
 logger = logging.getLogger(__name__)
@@ -229,6 +229,4 @@ def _draw_box(axis, box, height, width, color, style, text) -> None:
 
 
 def write_metrics_json(path: pathlib.Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(content, indent=2, sort_keys=False) + "\n")

@@ -21,6 +21,7 @@ SERVING_INPUT = "inputs"
 
 
 def write_text_atomically(path: pathlib.Path, text: str) -> None:
+    """Write to a temporary name, then rename: SageMaker never tars a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

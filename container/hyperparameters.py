@@ -7,6 +7,7 @@ Each field's metadata holds its help text; `describe()` renders the table the RE
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,13 +109,31 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
         )
     values: dict[str, Any] = {}
     for name, text in user_keys.items():
-        values[name] = _convert(name, _base_type(fields[name].type), str(text).strip())
+        text = unquote_json_string(str(text).strip())
+        values[name] = _convert(name, _base_type(fields[name].type), text)
+    # Choices are matched case-insensitively: `int8`, `Backbone`.
     if isinstance(values.get("inference_type"), str):
         values["inference_type"] = values["inference_type"].upper()
+    if isinstance(values.get("init_checkpoint_modules"), str):
+        values["init_checkpoint_modules"] = values["init_checkpoint_modules"].lower()
     try:
         return Hyperparameters(**values)
     except ValueError as error:
         raise UserError(str(error)) from error
+
+
+def unquote_json_string(text: str) -> str:
+    """`"value"` -> `value`: the SageMaker SDK's framework estimators JSON-encode every value
+    (a string arrives with its quotes), and sagemaker-training-toolkit json-decodes each value
+    when it can, so a quoted value means the same as a bare one here too."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        if isinstance(decoded, str):
+            return decoded.strip()
+    return text
 
 
 def _base_type(annotation: Any) -> str:

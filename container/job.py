@@ -139,9 +139,14 @@ def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None)
     stop_flag = stop_flag or training.StopFlag()
     uninstall = stop_flag.install()
     try:
-        result = training.run_training(
-            params, env.checkpoints_dir, env.tensorboard_dir, evaluate=evaluate, stop_flag=stop_flag
-        )
+        with training.orbit_prints_dropped():
+            result = training.run_training(
+                params,
+                env.checkpoints_dir,
+                env.tensorboard_dir,
+                evaluate=evaluate,
+                stop_flag=stop_flag,
+            )
         saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
         report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
 

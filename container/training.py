@@ -7,13 +7,15 @@ after each `steps_per_loop` chunk, so the training steps themselves are unchange
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import pathlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +83,19 @@ class StopFlag:
                 signal.signal(signum, old)
 
         return uninstall
+
+
+@contextlib.contextmanager
+def orbit_prints_dropped() -> Iterator[None]:
+    """Drop what Orbit's controller `print`s: it logs each message through absl as well, so
+    the print is a second, untimestamped copy (logging handlers keep their own stream)."""
+    with contextlib.redirect_stdout(_Discard()):
+        yield
+
+
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def _format_duration(seconds: float) -> str:

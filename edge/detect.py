@@ -134,12 +134,23 @@ class TfliteDetector:
         return to_detections(pixels, np.rint(classes[0][:num]).astype(int), scores[0][:num], num)
 
 
+def _import_tensorflow(path: str | pathlib.Path):
+    """TensorFlow, which only SavedModels and frozen graphs need (imported here, lazily)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise EdgeError(
+            f"{path}: SavedModels and frozen graphs need TensorFlow (pip install tensorflow); "
+            "on a Raspberry Pi use the .tflite files instead"
+        ) from None
+    return tf
+
+
 class SavedModelDetector:
     """A Model Garden SavedModel with a uint8 `image_tensor` input (imports TensorFlow)."""
 
     def __init__(self, path: str | pathlib.Path):
-        import tensorflow as tf  # only SavedModels and frozen graphs need TensorFlow
-
+        tf = _import_tensorflow(path)
         self.path = pathlib.Path(path)
         self._tf = tf
         self.function = tf.saved_model.load(str(self.path)).signatures["serving_default"]
@@ -167,8 +178,7 @@ class FrozenGraphDetector:
     """`frozen_inference_graph.pb` with the TF1 Object Detection API tensor names."""
 
     def __init__(self, path: str | pathlib.Path):
-        import tensorflow as tf  # only SavedModels and frozen graphs need TensorFlow
-
+        tf = _import_tensorflow(path)
         self.path = pathlib.Path(path)
         graph_def = tf.compat.v1.GraphDef()
         graph_def.ParseFromString(self.path.read_bytes())

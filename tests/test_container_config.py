@@ -189,3 +189,36 @@ def test_od_api_pipeline_config_maps_what_it_can_and_lists_the_rest():
 def test_od_api_pipeline_config_syntax_errors_name_the_file():
     with pytest.raises(UserError, match=r"my\.config: missing '}'"):
         read_od_api_pipeline_config("model { ssd { num_classes: 3 }", "my.config")
+
+
+def test_orbit_progress_appears_once_in_the_log(capsys):
+    """Orbit prints each message and logs it via absl: one copy stays, and none of the per-loop
+    `train | step:` dumps (the container's `metric`/`progress` lines replace them)."""
+    import logging
+
+    import orbit.controller
+
+    from container.__main__ import configure_logging
+    from container.training import orbit_prints_dropped
+
+    root, absl_logger = logging.getLogger(), logging.getLogger("absl")
+    saved = root.handlers[:], root.level, absl_logger.filters[:]
+    root.handlers = []
+    # As the controller's own methods call `_log` (absl reports the caller's file).
+    calls_from_controller = compile(
+        "_log('train | step:      7 | steps/sec: 1.0 | output: {}')\n"
+        "_log('saved checkpoint to /opt/ml/checkpoints/ckpt-7.')",
+        orbit.controller.__file__,
+        "exec",
+    )
+    try:
+        configure_logging()
+        with orbit_prints_dropped():
+            exec(calls_from_controller, vars(orbit.controller))
+        absl_logger.info("Finished loading pretrained checkpoint")
+    finally:
+        root.handlers, root.level, absl_logger.filters = saved
+    out = capsys.readouterr().out
+    assert "train | step:" not in out
+    assert out.count("saved checkpoint to /opt/ml/checkpoints/ckpt-7.") == 1, out
+    assert "Finished loading pretrained checkpoint" in out  # other absl lines are kept

@@ -74,7 +74,9 @@ def test_eval_png_is_a_picture(trained_run):
 
 
 def test_metric_lines_match_the_metric_definitions(trained_run):
-    assert metric_steps(trained_run.log) == [3, 6]
+    assert metric_steps(trained_run.log) == [3, 6]  # one line per interval, no echoes
+    assert "train | step:" not in trained_run.log  # Orbit's own dumps are replaced
+    assert trained_run.log.count("progress: step 3/6") == 1
     found = {}
     for definition in METRIC_DEFINITIONS:
         for line in trained_run.log.splitlines():

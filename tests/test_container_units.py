@@ -141,3 +141,37 @@ def test_hyperparameters_file_is_read_as_strings(tmp_path):
     env.hyperparameters_file.write_text("{not json")
     with pytest.raises(ConfigFileError, match=r"hyperparameters\.json: not valid JSON"):
         env.read_hyperparameters()
+
+
+def test_json_quoted_values_from_the_sdk_mean_the_bare_values():
+    """The SDK's framework estimators JSON-encode values: '"retinanet_..."', '"10"', '"true"'."""
+    hp = parse_hyperparameters(
+        {
+            "model": '"retinanet_spinenet49_mobile_384"',
+            "num_steps": '"10.0"',
+            "quantize": '"true"',
+            "inference_type": '"int8"',
+            "init_checkpoint_modules": "Backbone",
+        }
+    )
+    assert hp.model == "retinanet_spinenet49_mobile_384"
+    assert hp.num_steps == 10
+    assert hp.quantize is True
+    assert hp.inference_type == "INT8"
+    assert hp.init_checkpoint_modules == "backbone"
+    with pytest.raises(UserError, match=re.escape("num_steps='1k' is not a valid int")):
+        parse_hyperparameters({"num_steps": '"1k"'})
+
+
+def test_a_broken_install_still_writes_the_failure_file(tmp_path, monkeypatch):
+    """Even an import error of the training stack ends in output/failure and exit 2."""
+    import sys
+
+    from container.__main__ import EXIT_INTERNAL_ERROR, train
+
+    monkeypatch.setitem(sys.modules, "container.job", None)  # makes the import fail
+    env = SageMakerEnv(tmp_path)
+    assert train(env) == EXIT_INTERNAL_ERROR
+    failure = env.failure_file.read_text()
+    assert "internal error (ModuleNotFoundError" in failure
+    assert len(failure.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ cores, to AP50 0.99 on the synthetic shapes.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -142,7 +143,10 @@ def test_int8_keeps_97_percent_of_float_ap50(edge_run, export_json, labels):
     assert set(measured["per_class_AP"]) <= set(labels)
 
 
-def test_tflite_files_follow_the_stock_detection_convention(edge_run, fp16_model, labels):
+def test_tflite_files_follow_the_stock_detection_convention(
+    edge_run, fp16_model, labels, eval_samples
+):
+    from PIL import Image
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edge.detect import TFLITE_OUTPUTS, TfliteDetector
@@ -162,15 +166,17 @@ def test_tflite_files_follow_the_stock_detection_convention(edge_run, fp16_model
         positional = detector.interpreter.get_output_details()
         assert [len(d["shape"]) for d in positional] == [3, 2, 2, 1]
         assert [d["index"] for d in positional] == [d["index"] for d in detector.outputs]
-        tensor, _ = detector.input_tensor(np.full((128, 128, 3), 128, np.uint8))
+        sample = next(s for s in eval_samples if s.label_indices)
+        tensor, _ = detector.input_tensor(sample.image)
         boxes, classes, _, count = detector.run(tensor)
         num = round(float(count[0]))
         assert num > 0
         # Normalised, not pixels: the op does not clip, so a box cut by the border may reach a
         # little past [0, 1] (edge clips it when mapping to pixels).
         assert np.abs(boxes[0][:num]).max() <= 1.5
-        pixels = [d.box for d in detector.detect(np.full((100, 140, 3), 128, np.uint8))]
-        assert np.all((np.array(pixels) >= 0) & (np.array(pixels) <= [140, 100, 140, 100]))
+        resized = np.asarray(Image.fromarray(sample.image).resize((140, 100)))
+        pixels = np.array([d.box for d in detector.detect(resized)]).reshape(-1, 4)
+        assert len(pixels) and np.all((pixels >= 0) & (pixels <= [140, 100, 140, 100]))
         assert ((classes[0][:num] >= 0) & (classes[0][:num] < len(labels))).all()
 
 
@@ -178,7 +184,7 @@ def run_edge(*arguments: str, env: dict[str, str] | None = None, cwd=REPO):
     """`python -m edge ARGUMENTS` in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "edge", *arguments],
-        env=env,
+        env=env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -311,6 +317,15 @@ def test_detect_and_benchmark_run_without_tensorflow_and_draw_the_box(
     assert on_box.mean() >= 0.6, "the detection's box is not drawn where the object is"
     assert np.abs(drawn - sample.image.astype(int)).sum() > 0
 
+    frozen = run_edge(
+        *("detect", "--model", str(edge_run.model_dir / "frozen_inference_graph.pb")),
+        str(image_path),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert frozen.returncode == 2 and "need TensorFlow" in frozen.stderr
+    assert "Traceback" not in frozen.stderr
+
     bench = run_edge(
         *("benchmark", "--model", str(model), "--threads", "1", "2", "--runs", "3"),
         *("--warmup", "1"),
@@ -336,3 +351,24 @@ def test_evaluate_reads_a_pascal_voc_folder(edge_run, edge_voc):
     assert scores["images"] == 80
     assert scores["AP50"] >= MIN_FLOAT_AP50  # train and eval images together
     assert (edge_voc.parent / "ap.png").stat().st_size > 0
+
+
+def test_detect_annotates_a_video_frame_by_frame(edge_run, eval_samples, tmp_path):
+    import cv2
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 128))
+    for sample in eval_samples[:6]:
+        writer.write(cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    done = run_edge(
+        *("detect", "--model", str(edge_run.model_dir / "model_int8.tflite"), str(clip)),
+        *("--output", str(tmp_path / "out"), "--score-threshold", "0.5"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["frame"] for line in lines] == list(range(6))
+    assert sum(len(line["detections"]) for line in lines) >= 3
+    annotated = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
