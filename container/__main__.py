@@ -46,7 +46,8 @@ def is_orbit_progress(record: logging.LogRecord) -> bool:
 
 
 def configure_logging() -> None:
-    """Timestamped lines on stdout (SageMaker's log stream), one progress line per interval.
+    """Timestamped lines on stdout (SageMaker's log stream), each message once, and one
+    progress line per interval.
 
     Orbit prints each message and also logs it through absl; `training.orbit_prints_dropped`
     drops the printed copy and this filter the per-loop progress dumps.
@@ -57,6 +58,11 @@ def configure_logging() -> None:
         stream=sys.stdout,
     )
     logging.getLogger("absl").addFilter(lambda record: not is_orbit_progress(record))
+    # TensorFlow, imported with the presets before this runs, found no root handler and gave
+    # its own logger a stderr handler: without this every TensorFlow message appears twice.
+    tensorflow_logger = logging.getLogger("tensorflow")
+    for handler in tensorflow_logger.handlers[:]:
+        tensorflow_logger.removeHandler(handler)
 
 
 def write_failure(env: SageMakerEnv, message: str) -> None:

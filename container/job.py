@@ -153,10 +153,10 @@ def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None)
         # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
         if hp.export_edge:
             report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
+        report["seconds"] = round(time.monotonic() - started, 1)
+        evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
     finally:
         uninstall()
-    report["seconds"] = round(time.monotonic() - started, 1)
-    evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
     logger.info("model written to %s", env.model_dir)
     return report
 

@@ -22,7 +22,9 @@ def failure_of(base) -> str:
 
 def test_missing_training_channel(tmp_path):
     base = make_base_dir(tmp_path, None, TINY_HYPERPARAMETERS)
-    assert "input/data/training does not exist" in failure_of(base)
+    message = failure_of(base)
+    assert "input/data/training does not exist" in message
+    assert "python -m data_prep build" in message  # the fix
 
 
 def test_empty_training_channel(tmp_path):
@@ -40,6 +42,7 @@ def test_label_id_missing_from_the_label_map(synthetic_channel, tmp_path):
     )
     message = failure_of(base)
     assert "use class id(s) [3] that label_map.pbtxt lacks" in message
+    assert "rebuild the channel with the same label map" in message
 
 
 def test_unknown_hyperparameter_lists_the_known_ones(synthetic_channel, tmp_path):
@@ -51,12 +54,14 @@ def test_unknown_hyperparameter_lists_the_known_ones(synthetic_channel, tmp_path
 
 def test_non_numeric_num_steps(synthetic_channel, tmp_path):
     base = make_base_dir(tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "num_steps": "1k"})
-    assert "num_steps='1k' is not a valid int" in failure_of(base)
+    assert "hyperparameter num_steps='1k' is not a valid int; give e.g. 2000" in failure_of(base)
 
 
 def test_image_size_not_a_multiple_of_the_preset_stride(synthetic_channel, tmp_path):
     base = make_base_dir(tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "image_size": "100"})
-    assert "image_size=100 must be a multiple of 64" in failure_of(base)
+    message = failure_of(base)
+    assert "hyperparameter image_size=100 must be a multiple of 64" in message
+    assert "use e.g. 64 or 128" in message
 
 
 def test_checkpoint_channel_without_a_checkpoint(synthetic_channel, tmp_path):
@@ -64,7 +69,10 @@ def test_checkpoint_channel_without_a_checkpoint(synthetic_channel, tmp_path):
     checkpoint = base / "input/data/checkpoint"
     checkpoint.mkdir(parents=True)
     (checkpoint / "model.h5").write_bytes(b"not a checkpoint")
-    assert "holds no TensorFlow checkpoint" in failure_of(base)
+    message = failure_of(base)
+    assert "input/data/checkpoint holds no TensorFlow checkpoint" in message
+    assert "model.h5" in message
+    assert "point it at an earlier job's checkpoints or remove the channel" in message
 
 
 def test_checkpoint_channel_with_a_broken_checkpoint(synthetic_channel, tmp_path):
@@ -72,7 +80,9 @@ def test_checkpoint_channel_with_a_broken_checkpoint(synthetic_channel, tmp_path
     checkpoint = base / "input/data/checkpoint"
     checkpoint.mkdir(parents=True)
     (checkpoint / "ckpt-5.index").write_bytes(b"garbage")
-    assert "cannot be read" in failure_of(base)
+    message = failure_of(base)
+    assert "ckpt-5 cannot be read" in message
+    assert "upload the complete ckpt-N.index and ckpt-N.data-* files" in message
 
 
 def test_pipeline_yaml_with_an_unknown_field(synthetic_channel, tmp_path):
