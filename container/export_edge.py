@@ -20,11 +20,11 @@ from container import export_frozen, export_tflite
 from data_prep import schema
 from edge import detect as edge_detect
 from edge import evaluate as edge_evaluate
+from edge.labels import EXPORT_JSON
 from edge.preprocess import letterbox
 
 log = logging.getLogger(__name__)
 
-EXPORT_JSON = "export.json"
 FROZEN_GRAPH = "frozen_inference_graph.pb"
 FLOAT_TFLITE = "model.tflite"
 # A quantised model must keep this share of the float model's AP50 to ship.
@@ -241,6 +241,8 @@ def export_edge_models(
 
     content = {
         "labels": schema.LABELS_FILE,
+        # edge.labels checks labels.txt against this before detecting.
+        "num_classes": num_classes,
         "class_index": "0-based into labels.txt (label-map id - 1)",
         "boxes": "normalised [ymin, xmin, ymax, xmax]",
         "tflite_preprocessing": (

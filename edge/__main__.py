@@ -15,25 +15,12 @@ import time
 
 from data_prep import schema
 from edge.errors import EdgeError
+from edge.labels import check_label_index, read_labels
 
 log = logging.getLogger("edge")
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_OUTPUT = "detections"
-
-
-def read_labels(path: pathlib.Path | None, model: pathlib.Path) -> list[str]:
-    """Class names from --labels, else labels.txt beside the model; [] if neither exists."""
-    if path is None:
-        beside = (model if model.is_dir() else model.parent) / schema.LABELS_FILE
-        if not beside.is_file() and model.is_dir():
-            beside = model.parent / schema.LABELS_FILE
-        if not beside.is_file():
-            return []
-        path = beside
-    if not path.is_file():
-        raise EdgeError(f"{path}: labels file not found; pass the labels.txt the model came with")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _write_image(path: pathlib.Path, pixels) -> None:
@@ -51,10 +38,17 @@ def run_detect(args: argparse.Namespace) -> int:
     from edge.sources import expand_inputs, frames, open_capture, read_image
 
     sources = expand_inputs(args.inputs)
-    detector = open_detector(args.model, threads=args.threads)
     labels = read_labels(args.labels, args.model)
+    detector = open_detector(args.model, threads=args.threads)
     output = args.output
+    labels_path = args.labels or args.model.parent / schema.LABELS_FILE
     records = []
+
+    def detect_above_threshold(image) -> list:
+        detections = above(detector.detect(image), args.score_threshold)
+        for detection in detections:
+            check_label_index(labels, labels_path, detection.label_index)
+        return detections
 
     def emit(record: dict) -> None:
         if args.json is None:
@@ -64,7 +58,7 @@ def run_detect(args: argparse.Namespace) -> int:
     for source in sources:
         if source.kind == "image":
             image = read_image(source)
-            detections = above(detector.detect(image), args.score_threshold)
+            detections = detect_above_threshold(image)
             if not args.no_images:
                 suffix = pathlib.Path(source.location).suffix.lower()
                 target = output / (source.name + (suffix if suffix in (".png", ".jpg") else ".jpg"))
@@ -75,7 +69,7 @@ def run_detect(args: argparse.Namespace) -> int:
         writer, started = None, time.monotonic()
         try:
             for number, frame in enumerate(frames(capture, args.max_frames)):
-                detections = above(detector.detect(frame), args.score_threshold)
+                detections = detect_above_threshold(frame)
                 if not args.no_images:
                     writer = writer or _video_writer(output / f"{source.name}.mp4", frame, capture)
                     import cv2
@@ -145,9 +139,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         labels_path = args.data / schema.LABELS_FILE
         labels = read_labels(labels_path, args.model) if labels_path.is_file() else []
     samples = samples_from_path(args.data, labels or None)
-    detector = open_detector(args.model, threads=args.threads)
     if not labels:
         raise EdgeError(f"{args.model}: no labels.txt beside it; pass --labels labels.txt")
+    detector = open_detector(args.model, threads=args.threads)
     scores = evaluate(detector, samples, len(labels), limit=args.limit)
     scores["per_class_AP"] = {
         labels[i] if i < len(labels) else str(i): value
@@ -185,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=pathlib.Path, help="labels.txt (default: beside the model)"
     )
     detect.add_argument("--threads", type=int, default=4, help="CPU threads for TFLite")
-    detect.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    detect.add_argument(
+        "--score-threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help="report and draw only detections with at least this score (0-1)",
+    )
     detect.add_argument(
         "--output",
         type=pathlib.Path,
@@ -219,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--labels", type=pathlib.Path, help="labels.txt (default: beside model)"
     )
-    evaluation.add_argument("--threads", type=int, default=4)
+    evaluation.add_argument("--threads", type=int, default=4, help="CPU threads for TFLite")
     evaluation.add_argument("--limit", type=int, help="evaluate at most N images")
     evaluation.add_argument("--plot", type=pathlib.Path, help="write a per-class AP chart (PNG)")
     return parser

@@ -50,7 +50,11 @@ class Detector(Protocol):
 def to_detections(
     boxes_yx: np.ndarray, classes: np.ndarray, scores: np.ndarray, count: int
 ) -> list[Detection]:
-    """Pixel [ymin, xmin, ymax, xmax] boxes + 0-based classes -> sorted Detections."""
+    """Pixel [ymin, xmin, ymax, xmax] boxes + 0-based classes -> sorted Detections.
+
+    `count` is clamped to the rows present: a quantised count output can saturate past them.
+    """
+    count = max(0, min(int(count), len(scores), len(boxes_yx), len(classes)))
     detections = [
         Detection(
             label_index=int(classes[i]),
@@ -153,7 +157,14 @@ class SavedModelDetector:
         tf = _import_tensorflow(path)
         self.path = pathlib.Path(path)
         self._tf = tf
-        self.function = tf.saved_model.load(str(self.path)).signatures["serving_default"]
+        try:
+            loaded = tf.saved_model.load(str(self.path))
+            self.function = loaded.signatures["serving_default"]
+        except (OSError, ValueError, KeyError) as error:
+            raise EdgeError(
+                f"{self.path}: not a SavedModel with a serving_default signature "
+                f"({type(error).__name__}); pass the saved_model folder the training job wrote"
+            ) from None
         self.input_name = next(iter(self.function.structured_input_signature[1]))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
@@ -180,11 +191,21 @@ class FrozenGraphDetector:
     def __init__(self, path: str | pathlib.Path):
         tf = _import_tensorflow(path)
         self.path = pathlib.Path(path)
+        from google.protobuf.message import DecodeError  # ships with TensorFlow
+
         graph_def = tf.compat.v1.GraphDef()
-        graph_def.ParseFromString(self.path.read_bytes())
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.compat.v1.import_graph_def(graph_def, name="")
+        try:
+            graph_def.ParseFromString(self.path.read_bytes())
+            graph = tf.Graph()
+            with graph.as_default():
+                tf.compat.v1.import_graph_def(graph_def, name="")
+            graph.get_tensor_by_name("image_tensor:0")
+        except (DecodeError, ValueError, KeyError) as error:  # KeyError: no TF1 input name
+            raise EdgeError(
+                f"{self.path}: not a frozen detection graph with an image_tensor input "
+                f"({type(error).__name__}); pass the frozen_inference_graph.pb the training "
+                "job wrote"
+            ) from None
         self.session = tf.compat.v1.Session(graph=graph)
         self.fetches = [f"{name}:0" for name in TFLITE_OUTPUTS]
 

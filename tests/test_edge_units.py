@@ -151,6 +151,8 @@ def test_expand_inputs_classifies_files_folders_and_cameras(tmp_path):
         (["detect", "--model", "{txt}", "{img}"], "not a TFLite model"),
         (["benchmark", "--model", "missing.tflite"], "missing.tflite: model file not found"),
         (["evaluate", "--model", "m.tflite", "--data", "nowhere"], "nowhere: not found"),
+        (["detect", "--model", "{pb}", "{img}"], "graph.pb: not a frozen detection graph"),
+        (["detect", "--model", "{sm}", "{img}"], "saved_model: not a SavedModel"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
@@ -160,7 +162,11 @@ def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
     Image.new("RGB", (8, 8)).save(image)
     text = tmp_path / "model.tflite"
     text.write_text("not a model")
-    filled = [a.format(img=image, txt=text) for a in arguments]
+    (tmp_path / "graph.pb").write_bytes(b"\xff\xff not a GraphDef")
+    (tmp_path / "saved_model").mkdir()
+    (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    paths = {"img": image, "txt": text, "pb": tmp_path / "graph.pb", "sm": tmp_path / "saved_model"}
+    filled = [a.format(**paths) for a in arguments]
     done = subprocess.run(
         [sys.executable, "-m", "edge", *filled],
         cwd=tmp_path,
@@ -174,3 +180,74 @@ def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_saturated_count_never_reads_past_the_outputs():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], dtype=np.float32)
+    found = detect.to_detections(boxes, np.array([0, 1]), np.array([0.9, 0.8]), 255)
+    assert len(found) == 2
+    assert detect.to_detections(boxes, np.array([0, 1]), np.array([0.9, 0.8]), -3) == []
+
+
+def test_labels_txt_must_match_the_models_class_count(tmp_path):
+    from edge.labels import check_label_index, read_labels
+
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"")
+    (tmp_path / "export.json").write_text('{"num_classes": 3}')
+    short = tmp_path / "labels.txt"
+    short.write_text("cat\ndog\n")
+    with pytest.raises(EdgeError, match=r"labels.txt: 2 class names, but .* 3 classes"):
+        read_labels(None, model)
+    short.write_text("cat\ndog\nfox\n")
+    assert read_labels(None, model) == ["cat", "dog", "fox"]
+    # Without export.json, an index past the file's lines is caught when it is reported.
+    check_label_index(["cat", "dog"], short, 1)
+    with pytest.raises(EdgeError, match="reported class index 2"):
+        check_label_index(["cat", "dog"], short, 2)
+
+
+def test_cli_refuses_mismatched_labels_before_loading_the_model(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "img.png")
+    (tmp_path / "model.tflite").write_text("never opened")
+    (tmp_path / "export.json").write_text('{"num_classes": 3}')
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "detect", "--model", "model.tflite", "img.png"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("error: labels.txt: 2 class names"), done.stderr
+
+
+def test_runtime_falls_back_to_tflite_runtime(monkeypatch):
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge import runtime
+
+    # None in sys.modules makes `import` raise ImportError, as when a package is absent.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    stand_in = types.ModuleType("tflite_runtime.interpreter")
+    stand_in.Interpreter = Interpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", stand_in)
+    assert runtime.interpreter_class() == (Interpreter, "tflite-runtime")
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(EdgeError, match="pip install ai-edge-litert"):
+        runtime.interpreter_class()
+
+
+def test_a_camera_that_cannot_open_is_a_clear_error():
+    pytest.importorskip("cv2")
+    from edge.sources import Source, open_capture
+
+    with pytest.raises(EdgeError, match="99: cannot open this camera"):
+        open_capture(Source("camera", "99"))

@@ -109,8 +109,10 @@ def eval_samples(edge_run):
     return list(samples_from_shards(channel_shards(edge_run.channel_dir)))
 
 
-def test_every_export_is_written_and_described(edge_run, export_json):
+def test_every_export_is_written_and_described(edge_run, export_json, labels):
     model_dir = edge_run.model_dir
+    # edge.labels checks labels.txt against this count before detecting.
+    assert export_json["num_classes"] == len(labels)
     for name in ("frozen_inference_graph.pb", "model.tflite", "model_int8.tflite", "export.png"):
         assert (model_dir / name).is_file(), name
     assert not list(model_dir.glob("*.tmp")) and not list(model_dir.glob(".trial-*"))
