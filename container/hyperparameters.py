@@ -62,7 +62,9 @@ class Hyperparameters:
     export_edge: bool = _hp(True, "also write the frozen graph and TFLite files")
     quantize: bool = _hp(False, "TFLite with quantisation (see inference_type)")
     inference_type: str = _hp(
-        "FLOAT", "TFLite kind when quantize=true: FLOAT (dynamic-range), QUANTIZED_UINT8 or INT8"
+        "FLOAT",
+        "TFLite kind when quantize=true: FLOAT (model_fp16.tflite), "
+        "QUANTIZED_UINT8 or INT8 (model_int8.tflite, full integer)",
     )
     calibration_samples: int = _hp(100, "images used to calibrate full-integer TFLite")
 
