@@ -1,7 +1,8 @@
 """`python -m container [train]`: what the image runs (SageMaker passes `train`, or nothing).
 
-Exit codes: 0 done (also after a clean SIGTERM stop), 1 bad input (message in
-output/failure), 2 internal error (traceback in the log, summary in output/failure).
+Exit codes: 0 done (also after a SIGTERM during training: the model is exported), 1 bad input
+or a stop before training started (message in output/failure), 2 internal error (traceback in
+the log, summary in output/failure).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from container.errors import UserError
 from container.hyperparameters import describe
 from container.presets import PRESETS
 from container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
+from data_prep.files import atomic_write_text
 
 logger = logging.getLogger("container")
 
@@ -67,10 +69,7 @@ def configure_logging() -> None:
 
 def write_failure(env: SageMakerEnv, message: str) -> None:
     try:
-        env.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = env.failure_file.with_name("failure.tmp")
-        tmp.write_text(message.strip() + "\n", encoding="utf-8")
-        tmp.replace(env.failure_file)
+        atomic_write_text(env.failure_file, message.strip() + "\n")
     except OSError:
         logger.exception("could not write %s", env.failure_file)
 

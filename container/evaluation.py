@@ -28,8 +28,9 @@ from matplotlib import patches
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from container.export import SERVING_INPUT, write_text_atomically
+from container.export import SERVING_INPUT
 from data_prep import schema
+from data_prep.files import atomic_output_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +215,11 @@ def draw_report(
                 _draw_box(axis, box, height, width, "red", "-", f"{name} {score:.2f}")
     figure.text(0.01, 0.005, "green dashed: true boxes; red: predictions (score >= 0.3)")
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp)
-    plt.close(figure)
-    tmp.replace(path)
+    try:
+        with atomic_output_path(path) as temporary:
+            figure.savefig(temporary)
+    finally:
+        plt.close(figure)
 
 
 def _draw_box(axis, box, height, width, color, style, text) -> None:
@@ -229,4 +231,4 @@ def _draw_box(axis, box, height, width, color, style, text) -> None:
 
 
 def write_metrics_json(path: pathlib.Path, content: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(content, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(content, indent=2, sort_keys=False) + "\n")

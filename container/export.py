@@ -12,6 +12,7 @@ from official.core import config_definitions as cfg
 from official.vision.serving import export_saved_model_lib
 
 from data_prep import schema
+from data_prep.files import TEMPORARY_TAG, atomic_write_text, is_temporary_name
 from data_prep.label_map import format_label_map, format_labels_txt
 
 logger = logging.getLogger(__name__)
@@ -20,17 +21,46 @@ SAVED_MODEL_DIR = "saved_model"
 SERVING_INPUT = "inputs"
 
 
-def write_text_atomically(path: pathlib.Path, text: str) -> None:
-    """Write to a temporary name, then rename: SageMaker never tars a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+# Prefix of the SavedModel export's staging folder (older images used ".export-").
+EXPORT_STAGING_PREFIX = f".{SAVED_MODEL_DIR}{TEMPORARY_TAG}"
+_LEGACY_STAGING_PREFIX = ".export-"
+
+
+def is_stale_temporary(name: str) -> bool:
+    """Names in model/ that only a killed job leaves: staging folders and temporary files
+    (ours, and the `.tmp`/`.tmp.png`/`.trial-*` names of the edge exports)."""
+    return (
+        is_temporary_name(name)
+        or name.startswith(_LEGACY_STAGING_PREFIX)
+        or name.startswith(".trial-")
+        or name.endswith(".tmp")
+        or ".tmp." in name
+    )
+
+
+def remove_stale_temporaries(model_dir: pathlib.Path) -> list[str]:
+    """Delete what a killed earlier run left in `model_dir` (SageMaker would tar it into
+    model.tar.gz); returns the names removed."""
+    removed = []
+    if not model_dir.is_dir():
+        return removed
+    for entry in sorted(model_dir.iterdir()):
+        if not is_stale_temporary(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    if removed:
+        logger.warning("removed temporaries of an interrupted run from %s: %s", model_dir, removed)
+    return removed
 
 
 def write_label_files(label_map: dict[int, str], model_dir: pathlib.Path) -> None:
     names = [label_map[i] for i in sorted(label_map)]
-    write_text_atomically(model_dir / schema.LABEL_MAP_FILE, format_label_map(names))
-    write_text_atomically(model_dir / schema.LABELS_FILE, format_labels_txt(label_map))
+    atomic_write_text(model_dir / schema.LABEL_MAP_FILE, format_label_map(names))
+    atomic_write_text(model_dir / schema.LABELS_FILE, format_labels_txt(label_map))
 
 
 def export_saved_model(
@@ -41,7 +71,7 @@ def export_saved_model(
     `detection_classes` (label-map ids), `num_detections`."""
     params.task.export_config.output_normalized_coordinates = True
     target = model_dir / SAVED_MODEL_DIR
-    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".export-") as tmp:
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=EXPORT_STAGING_PREFIX) as tmp:
         export_saved_model_lib.export_inference_graph(
             input_type="image_tensor",
             batch_size=1,

@@ -69,18 +69,45 @@ def resolve_hyperparameters(env: SageMakerEnv, channel: channel_lib.Channel) -> 
     return parse_hyperparameters(raw)
 
 
+def check_not_stopped(stop_flag: training.StopFlag) -> None:
+    """Raise UserError when a stop (SIGTERM/SIGINT) arrived before training started: nothing
+    was trained, so the job ends with output/failure and exit 1 instead of an empty model."""
+    if stop_flag.is_set():
+        raise UserError(
+            f"the job was stopped ({stop_flag.signal_name}) before training started; "
+            "nothing was trained or exported"
+        )
+
+
 def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None) -> dict[str, Any]:
-    """Run the whole training job; returns the content of metrics.json."""
+    """Run the whole training job; returns the content of metrics.json.
+
+    The SIGTERM/SIGINT handler is installed first and stays through the exports: a stop during
+    setup ends the job with a clear failure (not exit 143 with no output/failure), and a stop
+    after training must not kill a half-written model folder (SageMaker waits 120 s before
+    SIGKILL)."""
+    stop_flag = stop_flag or training.StopFlag()
+    uninstall = stop_flag.install()
+    try:
+        return _run_train_job(env, stop_flag)
+    finally:
+        uninstall()
+
+
+def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str, Any]:
     started = time.monotonic()
     env.make_output_dirs()
     if env.failure_file.exists():
         env.failure_file.unlink()
+    export.remove_stale_temporaries(env.model_dir)
     channel = channel_lib.read_channel(env.training_dir)
     hp = resolve_hyperparameters(env, channel)
     preset = get_preset(hp.model)
     logger.info("hyperparameters: %s", hp)
 
+    check_not_stopped(stop_flag)
     train_summary = channel_lib.scan_split(channel.train_shards)
+    check_not_stopped(stop_flag)
     channel_lib.check_labels(train_summary, "train", channel.label_map, str(channel.directory))
     if train_summary.num_examples == 0:
         raise UserError(
@@ -91,6 +118,7 @@ def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None)
     num_eval = 0
     if evaluate:
         eval_summary = channel_lib.scan_split(channel.eval_shards)
+        check_not_stopped(stop_flag)
         channel_lib.check_labels(eval_summary, "eval", channel.label_map, str(channel.directory))
         num_eval = eval_summary.num_examples
         evaluate = num_eval > 0
@@ -131,32 +159,26 @@ def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None)
         override_yaml=channel.pipeline_yaml,
         use_gpu=use_gpu,
     )
+    check_not_stopped(stop_flag)
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
     export.write_label_files(channel.label_map, env.model_dir)
 
-    # The handler stays installed through the exports: a SIGTERM after training must not kill
-    # a half-written model folder (SageMaker waits 120 s before SIGKILL).
-    stop_flag = stop_flag or training.StopFlag()
-    uninstall = stop_flag.install()
-    try:
-        with training.orbit_prints_dropped():
-            result = training.run_training(
-                params,
-                env.checkpoints_dir,
-                env.tensorboard_dir,
-                evaluate=evaluate,
-                stop_flag=stop_flag,
-            )
-        saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
-        report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
+    with training.orbit_prints_dropped():
+        result = training.run_training(
+            params,
+            env.checkpoints_dir,
+            env.tensorboard_dir,
+            evaluate=evaluate,
+            stop_flag=stop_flag,
+        )
+    saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
+    report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
 
-        # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
-        if hp.export_edge:
-            report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
-        report["seconds"] = round(time.monotonic() - started, 1)
-        evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
-    finally:
-        uninstall()
+    # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
+    if hp.export_edge:
+        report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
     logger.info("model written to %s", env.model_dir)
     return report
 

@@ -21,6 +21,7 @@ from official.modeling.hyperparams import params_dict
 from container.errors import UserError
 from container.hyperparameters import Hyperparameters
 from container.presets import Preset
+from data_prep.files import atomic_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +177,8 @@ def validate_experiment(config: cfg.ExperimentConfig, preset: Preset) -> None:
 
 def save_experiment_yaml(config: cfg.ExperimentConfig, path: pathlib.Path) -> None:
     """The resolved config as YAML, written to a temporary name and renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    params_dict.save_params_dict_to_yaml(config, str(tmp))
-    tmp.replace(path)
+    with atomic_output_path(path) as temporary:
+        params_dict.save_params_dict_to_yaml(config, str(temporary))
 
 
 # --- TF Object Detection API pipeline.config ---------------------------------------------

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from data_prep.errors import DataPrepError
 
+# Every temporary name these helpers make starts with "." and carries this tag, so a folder
+# can be cleared of what a killed run left behind (`is_temporary_name`).
+TEMPORARY_TAG = ".tmp-"
+
 
 def read_user_text(path: Path | str) -> str:
     """Text of a user's file (CSV, COCO JSON, classes file, label map), UTF-8 with or
@@ -45,7 +49,7 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
             f"{target}: folder is not empty; choose a new folder or pass --overwrite"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMPORARY_TAG}", dir=target.parent))
     temporary.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a channel is a normal folder
     try:
         yield temporary
@@ -67,16 +71,39 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file under a temporary name in the same folder, then rename it."""
+def is_temporary_name(name: str) -> bool:
+    """True for the names `atomic_*` helpers give their temporaries (and old-folder parking)."""
+    return name.startswith(".") and (TEMPORARY_TAG in name or ".old-" in name)
+
+
+@contextlib.contextmanager
+def atomic_output_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder, with the same extension (for writers that
+    pick the format from it: savefig, Pillow, cv2.VideoWriter); on success it is renamed to
+    `path` with a normal file mode (umask applied, not mkstemp's 0600); on error it is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.name}{TEMPORARY_TAG}", suffix=path.suffix, dir=path.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        if temporary.exists():
+            temporary.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file under a temporary name in the same folder, then rename it."""
+    with atomic_output_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a UTF-8 text file under a temporary name in the same folder, then rename it."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -7,13 +7,17 @@ cameras); evaluate adds pycocotools, and TensorFlow only for SavedModels and fro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
+from collections.abc import Sequence
 
 from data_prep import schema
+from data_prep.files import atomic_output_path, atomic_write_text
 from edge.errors import EdgeError
 from edge.labels import check_label_index, read_labels
 
@@ -26,10 +30,35 @@ DEFAULT_OUTPUT = "detections"
 def _write_image(path: pathlib.Path, pixels) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    Image.fromarray(pixels).save(temporary)
-    temporary.replace(path)
+    with atomic_output_path(path) as temporary:
+        Image.fromarray(pixels).save(temporary)
+
+
+def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
+    """Where each source's annotated image or video goes: its path relative to the folder
+    all file inputs share (so `a/x.jpg` and `b/x.jpg` stay apart), `.jpg`/`.png` kept, other
+    images as `.jpg`, videos and cameras as `.mp4`; a name still taken gets `-2`, `-3`, ..."""
+    files = [pathlib.Path(s.location).resolve() for s in sources if s.kind != "camera"]
+    common = pathlib.Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
+    taken: set[pathlib.Path] = set()
+    paths = []
+    for source in sources:
+        if source.kind == "camera":
+            relative, suffix = pathlib.Path(source.name), ".mp4"
+        else:
+            location = pathlib.Path(source.location).resolve()
+            relative = location.relative_to(common).with_suffix("")
+            kept = location.suffix.lower()
+            suffix = (
+                ".mp4" if source.kind == "video" else (kept if kept in (".png", ".jpg") else ".jpg")
+            )
+        candidate, number = output / relative.with_name(relative.name + suffix), 1
+        while candidate in taken:
+            number += 1
+            candidate = output / relative.with_name(f"{relative.name}-{number}{suffix}")
+        taken.add(candidate)
+        paths.append(candidate)
+    return paths
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -43,6 +72,7 @@ def run_detect(args: argparse.Namespace) -> int:
     output = args.output
     labels_path = args.labels or args.model.parent / schema.LABELS_FILE
     records = []
+    targets = output_paths(sources, output)
 
     def detect_above_threshold(image) -> list:
         detections = above(detector.detect(image), args.score_threshold)
@@ -55,48 +85,47 @@ def run_detect(args: argparse.Namespace) -> int:
             print(json.dumps(record), flush=True)
         records.append(record)
 
-    for source in sources:
+    for source, target in zip(sources, targets, strict=True):
         if source.kind == "image":
             image = read_image(source)
             detections = detect_above_threshold(image)
             if not args.no_images:
-                suffix = pathlib.Path(source.location).suffix.lower()
-                target = output / (source.name + (suffix if suffix in (".png", ".jpg") else ".jpg"))
                 _write_image(target, draw_detections(image, detections, labels))
             emit({"input": source.location, "detections": [d.as_dict(labels) for d in detections]})
             continue
         capture = open_capture(source)
         writer, started = None, time.monotonic()
-        try:
-            for number, frame in enumerate(frames(capture, args.max_frames)):
-                detections = detect_above_threshold(frame)
-                if not args.no_images:
-                    writer = writer or _video_writer(output / f"{source.name}.mp4", frame, capture)
-                    import cv2
+        # The video goes to a temporary name beside the target (same extension, which
+        # cv2.VideoWriter needs) and is renamed once released; on an error it is removed.
+        # The stack unwinds in reverse: writer released, then renamed, then capture released.
+        with contextlib.ExitStack() as stack:
+            stack.callback(capture.release)
+            try:
+                for number, frame in enumerate(frames(capture, args.max_frames)):
+                    detections = detect_above_threshold(frame)
+                    if not args.no_images:
+                        import cv2
 
-                    drawn = draw_detections(frame, detections, labels)
-                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                emit(
-                    {
-                        "input": source.location,
-                        "frame": number,
-                        "detections": [d.as_dict(labels) for d in detections],
-                    }
-                )
-                if (number + 1) % 30 == 0:
-                    rate = (number + 1) / (time.monotonic() - started)
-                    log.info("%s: %d frames, %.1f frames/s", source.location, number + 1, rate)
-        except KeyboardInterrupt:
-            log.info("stopped by Ctrl-C")
-        finally:
-            capture.release()
-            if writer is not None:
-                writer.release()
+                        if writer is None:
+                            temporary = stack.enter_context(atomic_output_path(target))
+                            writer = _video_writer(temporary, frame, capture)
+                            stack.callback(writer.release)
+                        drawn = draw_detections(frame, detections, labels)
+                        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    emit(
+                        {
+                            "input": source.location,
+                            "frame": number,
+                            "detections": [d.as_dict(labels) for d in detections],
+                        }
+                    )
+                    if (number + 1) % 30 == 0:
+                        rate = (number + 1) / (time.monotonic() - started)
+                        log.info("%s: %d frames, %.1f frames/s", source.location, number + 1, rate)
+            except KeyboardInterrupt:
+                log.info("stopped by Ctrl-C")  # keeps (and renames) the frames written so far
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-        temporary.replace(args.json)
+        atomic_write_text(args.json, json.dumps(records, indent=2) + "\n")
     if not args.no_images:
         log.info("annotated output in %s", output)
     return 0
@@ -105,7 +134,6 @@ def run_detect(args: argparse.Namespace) -> int:
 def _video_writer(path: pathlib.Path, frame, capture):
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     height, width = frame.shape[:2]
     return cv2.VideoWriter(
@@ -157,6 +185,39 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (threads, runs, frames, images)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1; use 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (warm-up runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 0 or more") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def score_threshold(text: str) -> float:
+    """argparse type: a score between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; use 0 to 1") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to 1; scores are in [0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m edge", description=__doc__.splitlines()[0], allow_abbrev=False
@@ -178,10 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--labels", type=pathlib.Path, help="labels.txt (default: beside the model)"
     )
-    detect.add_argument("--threads", type=int, default=4, help="CPU threads for TFLite")
+    detect.add_argument("--threads", type=positive_int, default=4, help="CPU threads for TFLite")
     detect.add_argument(
         "--score-threshold",
-        type=float,
+        type=score_threshold,
         default=DEFAULT_SCORE_THRESHOLD,
         help="report and draw only detections with at least this score (0-1)",
     )
@@ -193,13 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("--json", type=pathlib.Path, help="write all detections to this JSON file")
     detect.add_argument("--no-images", action="store_true", help="only print detections")
-    detect.add_argument("--max-frames", type=int, help="stop a video or camera after N frames")
+    detect.add_argument(
+        "--max-frames", type=positive_int, help="stop a video or camera after N frames"
+    )
 
     bench = commands.add_parser("benchmark", help="TFLite latency", formatter_class=formatter)
     bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite file")
-    bench.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="thread counts")
-    bench.add_argument("--runs", type=int, default=50, help="timed runs per thread count")
-    bench.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    bench.add_argument(
+        "--threads", type=positive_int, nargs="+", default=[1, 4], help="thread counts"
+    )
+    bench.add_argument("--runs", type=positive_int, default=50, help="timed runs per thread count")
+    bench.add_argument("--warmup", type=non_negative_int, default=5, help="untimed runs first")
 
     evaluation = commands.add_parser(
         "evaluate",
@@ -218,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--labels", type=pathlib.Path, help="labels.txt (default: beside model)"
     )
-    evaluation.add_argument("--threads", type=int, default=4, help="CPU threads for TFLite")
-    evaluation.add_argument("--limit", type=int, help="evaluate at most N images")
+    evaluation.add_argument(
+        "--threads", type=positive_int, default=4, help="CPU threads for TFLite"
+    )
+    evaluation.add_argument("--limit", type=positive_int, help="evaluate at most N images")
     evaluation.add_argument("--plot", type=pathlib.Path, help="write a per-class AP chart (PNG)")
     return parser
 

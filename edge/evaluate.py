@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep import schema
+from data_prep.files import atomic_output_path
 from edge.detect import Detector
 from edge.errors import EdgeError
 from edge.preprocess import load_rgb
@@ -237,7 +238,5 @@ def write_per_class_plot(scores: dict, labels: Sequence[str], path: pathlib.Path
         bar = int((width - label_width - 60) * value)
         draw.rectangle([label_width, top + 2, label_width + bar, top + row_height - 4], fill="#3a7")
         draw.text((label_width + bar + 6, top + 4), f"{value:.3f}", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    image.save(temporary, format="PNG")
-    temporary.replace(path)
+    with atomic_output_path(path) as temporary:
+        image.save(temporary, format="PNG")

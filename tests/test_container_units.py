@@ -175,3 +175,57 @@ def test_a_broken_install_still_writes_the_failure_file(tmp_path, monkeypatch):
     failure = env.failure_file.read_text()
     assert "internal error (ModuleNotFoundError" in failure
     assert len(failure.strip().splitlines()) == 1
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_from_model(tmp_path):
+    from container import export
+
+    model = tmp_path / "model"
+    for folder in (".export-abc123", ".saved_model.tmp-x1", "saved_model"):
+        (model / folder / "variables").mkdir(parents=True)
+    stale_files = (".labels.txt.tmp-k2", "model.tflite.tmp", "eval.png.tmp.png", ".trial-a.tflite")
+    for name in (*stale_files, "labels.txt", "metrics.json"):
+        (model / name).write_text("x")
+    removed = export.remove_stale_temporaries(model)
+    assert sorted(p.name for p in model.iterdir()) == ["labels.txt", "metrics.json", "saved_model"]
+    assert len(removed) == 6
+    assert export.EXPORT_STAGING_PREFIX.startswith(".")  # the export's own staging name is stale
+    assert export.is_stale_temporary(export.EXPORT_STAGING_PREFIX + "abc")
+
+
+def test_a_sigterm_during_setup_ends_with_a_failure_file_not_a_kill(
+    synthetic_channel, tmp_path, monkeypatch
+):
+    """SIGTERM while the channel is scanned: output/failure says so and the exit code is 1,
+    without training; stale export folders of an earlier run are gone from model/."""
+    import os
+    import signal
+
+    from conftest import TINY_HYPERPARAMETERS, make_base_dir
+
+    from container import job
+    from container.__main__ import EXIT_USER_ERROR, train
+
+    env = SageMakerEnv(make_base_dir(tmp_path / "opt_ml", synthetic_channel, TINY_HYPERPARAMETERS))
+    (env.model_dir / ".export-killed").mkdir(parents=True)
+    real_scan = job.channel_lib.scan_split
+
+    def scan_while_stopped(shards):
+        os.kill(os.getpid(), signal.SIGTERM)  # SageMaker's stop notice, mid-setup
+        return real_scan(shards)
+
+    def unhandled(signum, frame):
+        raise RuntimeError("SIGTERM reached the process's own handler: the job would be killed")
+
+    monkeypatch.setattr(job.channel_lib, "scan_split", scan_while_stopped)
+    monkeypatch.setattr(job.training, "run_training", None)  # training must not start
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert train(env) == EXIT_USER_ERROR
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the job restored it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failure = env.failure_file.read_text()
+    assert "stopped (SIGTERM) before training started" in failure
+    assert len(failure.strip().splitlines()) == 1
+    assert not list(env.model_dir.glob(".export-*"))

@@ -402,6 +402,49 @@ def test_atomic_write_text_gives_a_normal_file_mode(tmp_path):
     assert os.listdir(tmp_path) == ["train.csv"]
 
 
+def test_atomic_output_path_keeps_the_extension_umask_and_cleans_up(tmp_path):
+    from data_prep.files import atomic_output_path, atomic_write_bytes, is_temporary_name
+
+    target = tmp_path / "plots" / "eval.png"
+    old = os.umask(0o027)
+    try:
+        with atomic_output_path(target) as temporary:
+            # Writers such as savefig and cv2.VideoWriter pick the format from the extension.
+            assert temporary.suffix == ".png"
+            assert temporary.parent == target.parent
+            assert is_temporary_name(temporary.name)
+            assert not target.exists()  # nothing half-written under the final name
+            temporary.write_bytes(b"png")
+        atomic_write_bytes(tmp_path / "plots" / "raw.bin", b"\x00\x01")
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"png"
+    assert target.stat().st_mode & 0o777 == 0o640  # umask applied, not mkstemp's 0600
+    assert (tmp_path / "plots" / "raw.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(RuntimeError), atomic_output_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"png"  # the previous file stays
+    assert sorted(os.listdir(target.parent)) == ["eval.png", "raw.bin"]
+    assert not is_temporary_name("eval.png") and not is_temporary_name(".hidden")
+
+
+def test_file_helpers_import_no_tensorflow():
+    """container/__main__.py writes output/failure with them even when TensorFlow is broken."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, data_prep.files; print('tensorflow' in sys.modules)"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False"
+
+
 def test_atomic_directory_restores_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -251,3 +251,111 @@ def test_a_camera_that_cannot_open_is_a_clear_error():
 
     with pytest.raises(EdgeError, match="99: cannot open this camera"):
         open_capture(Source("camera", "99"))
+
+
+def test_annotated_outputs_of_same_named_inputs_do_not_overwrite_each_other(tmp_path):
+    from PIL import Image
+
+    from edge.__main__ import output_paths
+
+    for relative in ("a/x.jpg", "b/x.jpg", "b/x.bmp", "b/x.png", "top.jpeg"):
+        (tmp_path / "in" / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "in" / relative)
+    (tmp_path / "in" / "a" / "x.mp4").write_bytes(b"video")
+    sources = expand_inputs([str(tmp_path / "in"), "0"])
+    out = tmp_path / "out"
+    paths = output_paths(sources, out)
+    relative = sorted(str(p.relative_to(out)) for p in paths)
+    assert len(set(paths)) == len(sources)
+    assert relative == [
+        "a/x.jpg",
+        "a/x.mp4",
+        "b/x-2.jpg",  # x.bmp is drawn as a JPEG, and b/x.jpg already has that name
+        "b/x.jpg",
+        "b/x.png",
+        "camera0.mp4",
+        "top.jpg",
+    ]
+    single = expand_inputs([str(tmp_path / "in" / "a" / "x.jpg")])
+    assert output_paths(single, out) == [out / "x.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["detect", "--model", "m.tflite", "--threads", "0", "x.jpg"], "--threads: 0 is less"),
+        (["evaluate", "--model", "m", "--data", "d", "--threads", "-2"], "--threads: -2 is less"),
+        (["benchmark", "--model", "m.tflite", "--threads", "1", "0"], "--threads: 0 is less"),
+        (["detect", "--model", "m", "--score-threshold", "1.5", "x"], "1.5 is outside 0 to 1"),
+        (["detect", "--model", "m", "--score-threshold", "-0.1", "x"], "-0.1 is outside 0 to 1"),
+        (["detect", "--model", "m", "--score-threshold", "nan", "x"], "nan is outside 0 to 1"),
+        (["detect", "--model", "m", "--score-threshold", "high", "x"], "'high' is not a number"),
+    ],
+)
+def test_cli_refuses_bad_threads_and_score_thresholds(capsys, arguments, message):
+    from edge.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(arguments)
+    assert exited.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_score_threshold_bounds_are_accepted():
+    from edge.__main__ import build_parser
+
+    for value in ("0", "1", "0.25"):
+        args = build_parser().parse_args(
+            ["detect", "--model", "m", "--score-threshold", value, "x"]
+        )
+        assert args.score_threshold == float(value)
+
+
+def _write_video(path, frames):
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (48, 32))
+    for shade in range(frames):
+        writer.write(np.full((32, 48, 3), shade * 40, np.uint8))
+    writer.release()
+
+
+class _DetectorFailingAtFrame:
+    """Stands in for a model: no detections, then an EdgeError at frame `failing` (as a
+    model whose labels do not fit would raise mid-video)."""
+
+    def __init__(self, failing):
+        self.failing, self.calls = failing, 0
+
+    def detect(self, _image):
+        self.calls += 1
+        if self.calls == self.failing:
+            raise EdgeError("model failed mid-video")
+        return []
+
+
+@pytest.mark.parametrize("failing", [None, 3])
+def test_annotated_video_appears_complete_or_not_at_all(tmp_path, monkeypatch, failing):
+    """The video is written under a temporary `.mp4` name (cv2 needs the extension) and
+    renamed when complete; a failure mid-video leaves no half-written `clip.mp4`."""
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
+
+    from edge import __main__ as cli
+    from edge import detect as detect_module
+
+    _write_video(tmp_path / "clip.mp4", 5)
+    detector = _DetectorFailingAtFrame(failing)
+    monkeypatch.setattr(detect_module, "open_detector", lambda *_args, **_kwargs: detector)
+    out = tmp_path / "out"
+    arguments = ["detect", "--model", str(tmp_path / "m.tflite"), "--output", str(out)]
+    args = cli.build_parser().parse_args([*arguments, str(tmp_path / "clip.mp4")])
+    if failing:
+        with pytest.raises(EdgeError, match="mid-video"):
+            cli.run_detect(args)
+        assert not out.exists() or list(out.iterdir()) == []
+        return
+    assert cli.run_detect(args) == 0
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    capture.release()
