@@ -11,7 +11,7 @@ from pathlib import Path
 from data_prep import schema
 from data_prep.errors import DataPrepError
 from data_prep.examples import parse_example
-from data_prep.files import read_user_text
+from data_prep.files import atomic_output_path, read_user_text
 from data_prep.label_map import parse_label_map
 from data_prep.tfrecord_io import iter_records
 
@@ -145,10 +145,9 @@ def write_dataset_png(
         axis = figure.add_subplot(grid[1 + index // columns, index % columns])
         _plot_sample(axis, example, stats["classes"])
     figure.tight_layout()
-    temporary = out.with_name(f".{out.name}.tmp")
-    figure.savefig(temporary, dpi=60, format="png")
+    with atomic_output_path(out) as temporary:
+        figure.savefig(temporary, dpi=60, format="png")
     plt.close(figure)
-    temporary.replace(out)
     return out
 
 

@@ -23,6 +23,7 @@ from container.sagemaker_env import (
     TRAINING_CHANNEL,
     SageMakerEnv,
 )
+from data_prep.files import atomic_write_text
 from launch.errors import LaunchError
 
 LOCAL_HOST = "algo-1"
@@ -90,11 +91,7 @@ def write_local_tree(base_dir: Path, tree: LocalTree, copy_channels: bool = Fals
                 f"{path}: channel folder not found (for input/data/{Path(name).name})"
             )
     for relative, text in tree.files.items():
-        target = base_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(text + "\n", encoding="utf-8")
-        temporary.replace(target)
+        atomic_write_text(base_dir / relative, text + "\n")
     env = SageMakerEnv(base_dir)
     env.data_dir.mkdir(parents=True, exist_ok=True)
     wanted = {base_dir / name for name in tree.links}
