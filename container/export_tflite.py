@@ -218,7 +218,108 @@ def convert(
         ]
         if recipe.input_dtype == tf.uint8:
             converter.inference_input_type = tf.uint8
-    return stock_output_order(converter.convert())
+    model_bytes = converter.convert()
+    if recipe.quantize == "int8":
+        model_bytes = uint8_postprocess_inputs(model_bytes)
+    return stock_output_order(model_bytes)
+
+
+def quantise_anchors(anchors: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """uint8 codes, scale and zero point of an anchor table, one affine scale for the tensor.
+
+    The range always includes 0 so the zero point is exact; dequantised anchors are within half
+    a step (range / 510) of the originals.
+    """
+    low = min(float(anchors.min()), 0.0)
+    high = max(float(anchors.max()), 0.0)
+    scale = (high - low) / 255 if high > low else 1.0
+    zero_point = round(-low / scale)
+    codes = np.clip(np.round(anchors / scale) + zero_point, 0, 255).astype(np.uint8)
+    return codes, scale, zero_point
+
+
+def uint8_postprocess_inputs(model_bytes: bytes) -> bytes:
+    """Feed TFLite_Detection_PostProcess uint8 box encodings and uint8 anchors.
+
+    Why: otherwise the integer file keeps the anchor table in float32 (19,125 anchors x 4 floats,
+    0.3 MB at 320 px), which alone put int8 above 0.3x the float file's size. The op dequantises
+    uint8 anchors, but only on its uint8 box-encoding path (float encodings require float
+    anchors). The int8 encodings reach the op through a DEQUANTIZE; a QUANTIZE to uint8 with the
+    zero point moved by 128 carries every value over exactly, so only the anchor rounding (at
+    most ~1 px at 320 px) moves the boxes. Graphs of another shape are returned unchanged.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    builtin = schema.BuiltinOperator
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    graph = model.subgraphs[0]
+
+    def op_code(operator) -> int:
+        return _builtin_code(model.operatorCodes[operator.opcodeIndex])
+
+    postprocess = [
+        op
+        for op in graph.operators
+        if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+    ]
+    if len(postprocess) != 1:
+        return model_bytes
+    encodings_index, anchors_index = int(postprocess[0].inputs[0]), int(postprocess[0].inputs[2])
+    producers = [op for op in graph.operators if encodings_index in list(op.outputs)]
+    readers = [op for op in graph.operators if encodings_index in list(op.inputs)]
+    encodings, anchors = graph.tensors[encodings_index], graph.tensors[anchors_index]
+    anchor_buffer = model.buffers[anchors.buffer]
+    if (
+        len(producers) != 1
+        or op_code(producers[0]) != builtin.DEQUANTIZE
+        or len(readers) != 1
+        or encodings_index in list(graph.outputs)
+        or anchors.type != schema.TensorType.FLOAT32
+        or anchor_buffer.data is None
+        or sum(tensor.buffer == anchors.buffer for tensor in graph.tensors) != 1
+    ):
+        log.warning("post-processing inputs not in the expected form; anchors stay float32")
+        return model_bytes
+    source = graph.tensors[producers[0].inputs[0]]
+    source_q = source.quantization
+    if source.type != schema.TensorType.INT8 or source_q is None or len(source_q.scale) != 1:
+        log.warning("box encodings are not per-tensor int8; anchors stay float32")
+        return model_bytes
+
+    quantize = [
+        i for i, code in enumerate(model.operatorCodes) if _builtin_code(code) == builtin.QUANTIZE
+    ]
+    if not quantize:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin.QUANTIZE
+        code.version = 1  # version 1 covers an int8 -> uint8 requantisation
+        model.operatorCodes.append(code)
+        quantize = [len(model.operatorCodes) - 1]
+    producers[0].opcodeIndex = quantize[0]
+    encodings.type = schema.TensorType.UINT8
+    encodings.quantization = _per_tensor(
+        schema, source_q.scale[0], int(source_q.zeroPoint[0]) + 128
+    )
+
+    table = np.frombuffer(bytes(anchor_buffer.data), np.float32).reshape(-1, 4)
+    codes, scale, zero_point = quantise_anchors(table)
+    anchor_buffer.data = np.frombuffer(codes.tobytes(), np.uint8)
+    anchors.type = schema.TensorType.UINT8
+    anchors.quantization = _per_tensor(schema, scale, zero_point)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _builtin_code(code) -> int:
+    # Codes above 127 live only in builtinCode; older files only fill deprecatedBuiltinCode.
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _per_tensor(schema, scale: float, zero_point: int):
+    params = schema.QuantizationParametersT()
+    params.scale = [float(scale)]
+    params.zeroPoint = [zero_point]
+    return params
 
 
 def stock_output_order(model_bytes: bytes) -> bytes:

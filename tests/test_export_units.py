@@ -56,3 +56,28 @@ def test_anchors_are_normalised_centre_size_in_head_order():
     # The first anchor is centred on the first stride-8 cell: (4, 4) pixels of 64.
     np.testing.assert_allclose(anchors[0, :2], [4 / 64, 4 / 64], atol=1e-6)
     assert (anchors[:, 2:] > 0).all()
+
+
+def test_uint8_anchors_stay_within_half_a_step_of_the_float_table():
+    from official.core import exp_factory
+
+    params = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
+    params.task.model.min_level, params.task.model.max_level = 3, 6
+    anchors = export_tflite.normalised_center_anchors(params, 320, 320)
+    codes, scale, zero_point = export_tflite.quantise_anchors(anchors)
+    assert codes.dtype == np.uint8 and codes.shape == anchors.shape
+    assert zero_point == 0  # centres and sizes are positive: 0 is the bottom of the range
+    restored = (codes.astype(np.float32) - zero_point) * scale
+    assert np.abs(restored - anchors).max() <= scale / 2 + 1e-6
+    # At 320 px that is about a pixel, inside the few-pixel agreement between files.
+    assert np.abs(restored - anchors).max() * 320 < 1.5
+    assert codes.max() == 255
+
+
+def test_anchor_quantisation_keeps_negative_values_and_a_flat_table():
+    codes, scale, zero_point = export_tflite.quantise_anchors(np.array([[-0.5, 0.0, 1.0, 1.5]]))
+    np.testing.assert_allclose(
+        (codes.astype(np.float32) - zero_point) * scale, [[-0.5, 0, 1, 1.5]], atol=scale / 2
+    )
+    codes, scale, zero_point = export_tflite.quantise_anchors(np.zeros((2, 4), np.float32))
+    assert (codes == zero_point).all() and scale > 0
