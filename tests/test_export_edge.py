@@ -171,12 +171,15 @@ def test_tflite_files_follow_the_stock_detection_convention(
         assert [d["index"] for d in positional] == [d["index"] for d in detector.outputs]
         sample = next(s for s in eval_samples if s.label_indices)
         tensor, _ = detector.input_tensor(sample.image)
-        boxes, classes, _, count = detector.run(tensor)
+        boxes, classes, scores, count = detector.run(tensor)
         num = round(float(count[0]))
         assert num > 0
-        # Normalised, not pixels: the op does not clip, so a box cut by the border may reach a
-        # little past [0, 1] (edge clips it when mapping to pixels).
-        assert np.abs(boxes[0][:num]).max() <= 1.5
+        # Normalised, not pixels (pixels would reach the 128 px input size). The op does not
+        # clip: a confident box cut by the border reaches a little past [0, 1], and a barely
+        # scored one (measured: 0.05) may hang far outside (edge clips it when mapping to pixels).
+        confident = boxes[0][:num][scores[0][:num] >= 0.5]
+        assert len(confident) and np.all((confident >= -0.25) & (confident <= 1.25))
+        assert np.abs(boxes[0][:num]).max() <= 4.0
         resized = np.asarray(Image.fromarray(sample.image).resize((140, 100)))
         pixels = np.array([d.box for d in detector.detect(resized)]).reshape(-1, 4)
         assert len(pixels) and np.all((pixels >= 0) & (pixels <= [140, 100, 140, 100]))
