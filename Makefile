@@ -37,7 +37,8 @@ demo: $(STAMP)  ## synthetic shapes -> channel -> train the default preset on CP
 	$(PY) -m data_prep synth $(DEMO_DIR)/voc
 	$(PY) -m data_prep build $(DEMO_DIR)/voc $(DEMO_DIR)/channel
 	$(PY) -m data_prep stats $(DEMO_DIR)/channel
-	$(PY) -m container.demo --channel $(DEMO_DIR)/channel --base-dir $(DEMO_DIR)/opt_ml
+	$(PY) -m container.demo --channel $(DEMO_DIR)/channel --base-dir $(DEMO_DIR)/opt_ml \
+		--detect-images $(DEMO_DIR)/voc/images --detections-dir $(DEMO_DIR)/detections
 
 lock:  ## re-resolve requirements*.in into the lock files
 	$(UV) pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
