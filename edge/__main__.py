@@ -185,26 +185,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (threads, runs, frames, images)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1; use 1 or more")
-    return value
+def whole_number_at_least(minimum: int, too_small: str):
+    """argparse type: a whole number >= `minimum`; `too_small` says why a smaller one is refused."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; use {minimum} or more"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} {too_small}; use {minimum} or more")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0 (warm-up runs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use 0 or more") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
-    return value
+positive_int = whole_number_at_least(1, "is less than 1")  # threads, runs, frames, images
+non_negative_int = whole_number_at_least(0, "is negative")  # warm-up runs
 
 
 def score_threshold(text: str) -> float:
