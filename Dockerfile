@@ -16,8 +16,7 @@ ENV PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
-    KERAS_HOME=/tmp/keras \
-    PYTHONPATH=/opt/program
+    KERAS_HOME=/tmp/keras
 
 # --no-deps: the lock is complete and exact, so pip installs precisely its pins; the base's
 # TensorFlow 2.20.0 satisfies the tensorflow pin and keeps its CUDA libraries. The lock is
@@ -34,15 +33,20 @@ f'requirements.lock is resolved for Python 3.11; base image has {v}; pick a 3.11
 # (make smoke uses --user with the caller's uid); `trainer` is a named one for convenience.
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
     && mkdir -p /opt/ml /opt/program \
-    && printf '#!/bin/sh\nexec python3 -m container train "$@"\n' > /usr/local/bin/train \
+    && printf '#!/bin/sh\nexec python3 -m sagemaker_tfod.container train "$@"\n' > /usr/local/bin/train \
     && chmod 0755 /usr/local/bin/train
 
+# The project installs as one distribution under `sagemaker_tfod` (edge: the container
+# evaluates its TFLite exports with the same code the Raspberry Pi runs).
 WORKDIR /opt/program
-COPY data_prep/ /opt/program/data_prep/
-COPY container/ /opt/program/container/
-# edge: the container evaluates its TFLite exports with the same code the Raspberry Pi runs.
-COPY edge/ /opt/program/edge/
+COPY pyproject.toml README.md /tmp/src/
+COPY data_prep/ /tmp/src/data_prep/
+COPY container/ /tmp/src/container/
+COPY edge/ /tmp/src/edge/
+COPY launch/ /tmp/src/launch/
+RUN python3 -m pip install --no-cache-dir --no-deps /tmp/src \
+    && rm -rf /tmp/src /root/.cache
 
 # Exec form: python is PID 1 and receives SageMaker's SIGTERM itself (spot stop -> checkpoint).
-ENTRYPOINT ["python3", "-m", "container"]
+ENTRYPOINT ["python3", "-m", "sagemaker_tfod.container"]
 CMD ["train"]

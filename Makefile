@@ -12,10 +12,12 @@ DEMO_DIR ?= demo_output
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): requirements-dev.lock requirements.lock
+$(STAMP): requirements-dev.lock requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(UV) pip sync --python $(PY) requirements-dev.lock
+	# The project itself, editable: `sagemaker_tfod.*` maps onto the source folders.
+	$(UV) pip install --python $(PY) --no-deps --editable .
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv from the lock files

@@ -37,12 +37,12 @@ def build_variants(
     """Convert the default preset to every variant in `out`; returns the files."""
     import numpy as np
 
-    from container import export_tflite
-    from container.hyperparameters import DEFAULT_MODEL, Hyperparameters
-    from container.pipeline_config import DataPaths, build_experiment
-    from container.presets import get_preset
-    from data_prep.synth import write_synthetic_voc
-    from edge.preprocess import letterbox, load_rgb
+    from sagemaker_tfod.container import export_tflite
+    from sagemaker_tfod.container.hyperparameters import DEFAULT_MODEL, Hyperparameters
+    from sagemaker_tfod.container.pipeline_config import DataPaths, build_experiment
+    from sagemaker_tfod.container.presets import get_preset
+    from sagemaker_tfod.data_prep.synth import write_synthetic_voc
+    from sagemaker_tfod.edge.preprocess import letterbox, load_rgb
 
     hp = Hyperparameters(image_size=image_size)
     params = build_experiment(
@@ -75,7 +75,7 @@ def interleaved(
     hits all variants alike; each figure is the median over rounds of the per-round value."""
     import statistics
 
-    from edge.benchmark import benchmark
+    from sagemaker_tfod.edge.benchmark import benchmark
 
     per_round = [
         {path.name: benchmark(path, threads=threads, runs=runs, warmup=warmup) for path in files}

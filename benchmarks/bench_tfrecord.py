@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from data_prep import crc32c as crc32c_module  # noqa: E402  (needs the path above)
+from sagemaker_tfod.data_prep import crc32c as crc32c_module  # noqa: E402  (needs the path above)
 
 DEFAULT_RACCOON = REPO.parent / "shared" / "datasets" / "raccoon"
 

@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     from official.core import task_factory, train_lib
 
-    from container import training
-    from container.hyperparameters import parse_hyperparameters
-    from container.pipeline_config import DataPaths, build_experiment
-    from container.presets import get_preset
-    from data_prep.build import build_channel
-    from data_prep.synth import write_synthetic_voc
+    from sagemaker_tfod.container import training
+    from sagemaker_tfod.container.hyperparameters import parse_hyperparameters
+    from sagemaker_tfod.container.pipeline_config import DataPaths, build_experiment
+    from sagemaker_tfod.container.presets import get_preset
+    from sagemaker_tfod.data_prep.build import build_channel
+    from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_train-"))
     write_synthetic_voc(work / "voc", num_images=64, image_size=256, seed=0)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         stamps: list[tuple[float, int]] = []
 
         def emit(line: str) -> None:
-            from container.metrics import parse_metric_line
+            from sagemaker_tfod.container.metrics import parse_metric_line
 
             parsed = parse_metric_line(line)
             if parsed and "total_loss" in parsed[1]:

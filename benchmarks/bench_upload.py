@@ -24,7 +24,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from launch_helpers import moto_server  # noqa: E402 - after the path set-up above
 
-from launch.s3_sync import DEFAULT_WORKERS, UploadReport, upload_channel  # noqa: E402
+from sagemaker_tfod.launch.s3_sync import DEFAULT_WORKERS, UploadReport, upload_channel  # noqa: E402
 
 
 class BenchmarkError(RuntimeError):

@@ -13,13 +13,13 @@ import os
 import sys
 import traceback
 
-from container.errors import UserError
-from container.hyperparameters import describe
-from container.presets import PRESETS
-from container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
-from data_prep.files import atomic_write_text
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.hyperparameters import describe
+from sagemaker_tfod.container.presets import PRESETS
+from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
+from sagemaker_tfod.data_prep.files import atomic_write_text
 
-logger = logging.getLogger("container")
+logger = logging.getLogger("sagemaker_tfod.container")
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
@@ -77,7 +77,7 @@ def write_failure(env: SageMakerEnv, message: str) -> None:
 def train(env: SageMakerEnv) -> int:
     try:
         # Imported here so that a broken TensorFlow install still leaves output/failure.
-        from container.job import run_train_job
+        from sagemaker_tfod.container.job import run_train_job
 
         report = run_train_job(env)
     except UserError as error:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from container.errors import UserError
-from data_prep import schema
-from data_prep.label_map import LabelMapError, parse_label_map
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.label_map import LabelMapError, parse_label_map
 
 logger = logging.getLogger(__name__)
 

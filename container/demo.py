@@ -18,9 +18,9 @@ import shutil
 import subprocess
 import sys
 
-from container.sagemaker_env import BASE_DIR_ENV, SageMakerEnv
+from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, SageMakerEnv
 
-logger = logging.getLogger("container.demo")
+logger = logging.getLogger("sagemaker_tfod.container.demo")
 
 DEMO_HYPERPARAMETERS = {
     "image_size": "128",
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare(args.channel, env, {**DEMO_HYPERPARAMETERS, "num_steps": str(args.num_steps)})
     logger.info("training in %s with %s", env.base_dir, DEMO_HYPERPARAMETERS)
     completed = subprocess.run(
-        [sys.executable, "-m", "container", "train"],
+        [sys.executable, "-m", "sagemaker_tfod.container", "train"],
         env={**os.environ, BASE_DIR_ENV: str(env.base_dir)},
         check=False,
     )
@@ -116,7 +116,16 @@ def print_exports(model_dir: pathlib.Path) -> pathlib.Path | None:
 def detect_with_edge(model: pathlib.Path, images: pathlib.Path, output: pathlib.Path) -> None:
     """Run the Raspberry Pi command on a few images, as a user would after copying the model."""
     sample = sorted(path for path in images.iterdir() if path.suffix.lower() in {".jpg", ".png"})
-    command = [sys.executable, "-m", "edge", "detect", "--model", str(model), "--threads", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "sagemaker_tfod.edge",
+        "detect",
+        "--model",
+        str(model),
+        "--threads",
+        "2",
+    ]
     command += ["--output", str(output), *map(str, sample[:DETECT_IMAGES])]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:

@@ -28,9 +28,9 @@ from matplotlib import patches
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from container.export import SERVING_INPUT
-from data_prep import schema
-from data_prep.files import atomic_output_path, atomic_write_text
+from sagemaker_tfod.container.export import SERVING_INPUT
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import tempfile
 from official.core import config_definitions as cfg
 from official.vision.serving import export_saved_model_lib
 
-from data_prep import schema
-from data_prep.files import TEMPORARY_TAG, atomic_write_text, is_temporary_name
-from data_prep.label_map import format_label_map, format_labels_txt
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.files import TEMPORARY_TAG, atomic_write_text, is_temporary_name
+from sagemaker_tfod.data_prep.label_map import format_label_map, format_labels_txt
 
 logger = logging.getLogger(__name__)
 

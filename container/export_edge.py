@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from container import export_frozen, export_tflite
-from data_prep import schema
-from edge import detect as edge_detect
-from edge import evaluate as edge_evaluate
-from edge.labels import EXPORT_JSON
-from edge.preprocess import letterbox
+from sagemaker_tfod.container import export_frozen, export_tflite
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.edge import detect as edge_detect
+from sagemaker_tfod.edge import evaluate as edge_evaluate
+from sagemaker_tfod.edge.labels import EXPORT_JSON
+from sagemaker_tfod.edge.preprocess import letterbox
 
 log = logging.getLogger(__name__)
 

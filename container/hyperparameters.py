@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from container.errors import UserError
+from sagemaker_tfod.container.errors import UserError
 
 DEFAULT_MODEL = "retinanet_mobilenetv2_fpnlite_320"
 INFERENCE_TYPES = ("FLOAT", "QUANTIZED_UINT8", "INT8")

@@ -16,18 +16,18 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from container import channel as channel_lib
-from container import evaluation, export, training
-from container.errors import UserError
-from container.hyperparameters import Hyperparameters, parse_hyperparameters
-from container.pipeline_config import (
+from sagemaker_tfod.container import channel as channel_lib
+from sagemaker_tfod.container import evaluation, export, training
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
+from sagemaker_tfod.container.pipeline_config import (
     DataPaths,
     build_experiment,
     read_od_api_pipeline_config,
     save_experiment_yaml,
 )
-from container.presets import get_preset
-from container.sagemaker_env import ConfigFileError, SageMakerEnv
+from sagemaker_tfod.container.presets import get_preset
+from sagemaker_tfod.container.sagemaker_env import ConfigFileError, SageMakerEnv
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,9 @@ def run_edge_exports(
 ) -> dict[str, Any]:
     """The one call site of the edge exports; imported lazily (TFLite conversion is heavy)."""
     try:
-        module = importlib.import_module("container.export_edge")
+        module = importlib.import_module("sagemaker_tfod.container.export_edge")
     except ModuleNotFoundError as error:
-        if error.name != "container.export_edge":
+        if error.name != "sagemaker_tfod.container.export_edge":
             raise
         raise UserError(
             "hyperparameter export_edge=true, but this image has no container/export_edge.py; "

@@ -18,10 +18,10 @@ from official.core import config_definitions as cfg
 from official.modeling import optimization
 from official.modeling.hyperparams import params_dict
 
-from container.errors import UserError
-from container.hyperparameters import Hyperparameters
-from container.presets import Preset
-from data_prep.files import atomic_output_path
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.hyperparameters import Hyperparameters
+from sagemaker_tfod.container.presets import Preset
+from sagemaker_tfod.data_prep.files import atomic_output_path
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from official.core import exp_factory
 from official.vision.configs import backbones, decoders
 from official.vision.configs import retinanet as retinanet_cfg
 
-from container.errors import UserError
+from sagemaker_tfod.container.errors import UserError
 
 
 @dataclass(frozen=True)

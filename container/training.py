@@ -25,8 +25,8 @@ import tensorflow as tf
 from official.core import config_definitions as cfg
 from official.core import task_factory, train_lib, train_utils
 
-from container.errors import UserError
-from container.metrics import EVAL_KEYS, TRAIN_KEYS, format_metric_line
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.metrics import EVAL_KEYS, TRAIN_KEYS, format_metric_line
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("data_prep")
+log = logging.getLogger("sagemaker_tfod.data_prep")
 
 _EPILOG = """typical use:
   python -m data_prep build path/to/voc_folder path/to/channel
@@ -20,7 +20,7 @@ _EPILOG = """typical use:
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
-    from data_prep.synth import write_synthetic_voc
+    from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
     counts = write_synthetic_voc(
         args.out_dir,
@@ -33,7 +33,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _build_options(args: argparse.Namespace):
-    from data_prep.build import BuildOptions
+    from sagemaker_tfod.data_prep.build import BuildOptions
 
     return BuildOptions(
         eval_fraction=args.eval_fraction,
@@ -49,7 +49,7 @@ def _build_options(args: argparse.Namespace):
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from data_prep.build import build_channel
+    from sagemaker_tfod.data_prep.build import build_channel
 
     summary = build_channel(args.annotations, args.channel_dir, _build_options(args))
     print(
@@ -58,7 +58,7 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_csv(args: argparse.Namespace) -> None:
-    from data_prep.commands import convert_to_csv
+    from sagemaker_tfod.data_prep.commands import convert_to_csv
 
     count = convert_to_csv(
         args.annotations, args.out_csv, images_dir=args.images, skip_bad_images=args.skip_bad_images
@@ -67,7 +67,7 @@ def _cmd_csv(args: argparse.Namespace) -> None:
 
 
 def _cmd_label_map(args: argparse.Namespace) -> None:
-    from data_prep.commands import write_label_map
+    from sagemaker_tfod.data_prep.commands import write_label_map
 
     classes = write_label_map(
         args.csv,
@@ -79,14 +79,14 @@ def _cmd_label_map(args: argparse.Namespace) -> None:
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
-    from data_prep.commands import split_csv
+    from sagemaker_tfod.data_prep.commands import split_csv
 
     counts = split_csv(args.csv, args.out_dir, eval_fraction=args.eval_fraction, seed=args.seed)
     print(json.dumps(counts))
 
 
 def _cmd_tfrecord(args: argparse.Namespace) -> None:
-    from data_prep.commands import csv_to_tfrecords
+    from sagemaker_tfod.data_prep.commands import csv_to_tfrecords
 
     counts = csv_to_tfrecords(
         args.csv,
@@ -105,7 +105,7 @@ def _cmd_tfrecord(args: argparse.Namespace) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from data_prep.stats import channel_stats, format_stats, write_dataset_png
+    from sagemaker_tfod.data_prep.stats import channel_stats, format_stats, write_dataset_png
 
     stats = channel_stats(args.channel_dir)
     print(format_stats(stats))
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    from data_prep.errors import DataPrepError
+    from sagemaker_tfod.data_prep.errors import DataPrepError
 
     try:
         args.func(args)

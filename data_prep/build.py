@@ -18,24 +18,24 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data_prep import schema
-from data_prep.annotations import (
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.annotations import (
     ImageAnnotation,
     find_files,
     parse_coco_json,
     parse_csv,
     read_voc_file,
 )
-from data_prep.classes import files_by_class, resolve_classes
-from data_prep.encode import ImageReport, ImageTask, encode_image
-from data_prep.errors import SKIP_HINT, DataPrepError
-from data_prep.files import atomic_directory, read_user_text
-from data_prep.label_map import format_label_map, format_labels_txt, parse_label_map
-from data_prep.matching import ImageIndex, MatchResult, match_images
-from data_prep.processes import Workers, count_image, process_pool, worker_count
-from data_prep.progress import progress, watch_counter
-from data_prep.split import classes_missing_from_eval, split_images
-from data_prep.summary import dataset_summary, log_findings
+from sagemaker_tfod.data_prep.classes import files_by_class, resolve_classes
+from sagemaker_tfod.data_prep.encode import ImageReport, ImageTask, encode_image
+from sagemaker_tfod.data_prep.errors import SKIP_HINT, DataPrepError
+from sagemaker_tfod.data_prep.files import atomic_directory, read_user_text
+from sagemaker_tfod.data_prep.label_map import format_label_map, format_labels_txt, parse_label_map
+from sagemaker_tfod.data_prep.matching import ImageIndex, MatchResult, match_images
+from sagemaker_tfod.data_prep.processes import Workers, count_image, process_pool, worker_count
+from sagemaker_tfod.data_prep.progress import progress, watch_counter
+from sagemaker_tfod.data_prep.split import classes_missing_from_eval, split_images
+from sagemaker_tfod.data_prep.summary import dataset_summary, log_findings
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def auto_shard_count(images: int, requested: int | None) -> int:
 
 def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
     """Encode the images of one shard and write it (runs in a worker process)."""
-    from data_prep.tfrecord_io import RecordWriter
+    from sagemaker_tfod.data_prep.tfrecord_io import RecordWriter
 
     path, tasks, skip_bad = job
     reports = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from data_prep.annotations import ImageAnnotation
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.annotations import ImageAnnotation
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 _FILES_SHOWN = 3
 

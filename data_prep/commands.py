@@ -7,9 +7,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from data_prep import schema
-from data_prep.annotations import format_csv, parse_csv
-from data_prep.build import (
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.annotations import format_csv, parse_csv
+from sagemaker_tfod.data_prep.build import (
     auto_shard_count,
     load_annotations,
     read_class_list,
@@ -17,14 +17,14 @@ from data_prep.build import (
     warn_classes_missing_from_eval,
     write_shards,
 )
-from data_prep.classes import files_by_class, resolve_classes
-from data_prep.encode import ImageTask
-from data_prep.errors import DataPrepError
-from data_prep.files import atomic_write_text, read_user_text
-from data_prep.label_map import format_label_map, format_labels_txt
-from data_prep.matching import ImageIndex, match_images
-from data_prep.processes import process_pool, worker_count
-from data_prep.split import split_images
+from sagemaker_tfod.data_prep.classes import files_by_class, resolve_classes
+from sagemaker_tfod.data_prep.encode import ImageTask
+from sagemaker_tfod.data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.files import atomic_write_text, read_user_text
+from sagemaker_tfod.data_prep.label_map import format_label_map, format_labels_txt
+from sagemaker_tfod.data_prep.matching import ImageIndex, match_images
+from sagemaker_tfod.data_prep.processes import process_pool, worker_count
+from sagemaker_tfod.data_prep.split import split_images
 
 TRAIN_CSV = "train.csv"
 EVAL_CSV = "eval.csv"

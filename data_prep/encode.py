@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from data_prep.annotations import Box, ImageAnnotation
-from data_prep.errors import SKIP_HINT, DataPrepError
-from data_prep.examples import ExampleBoxes, detection_example
-from data_prep.images import prepare_image, read_header
+from sagemaker_tfod.data_prep.annotations import Box, ImageAnnotation
+from sagemaker_tfod.data_prep.errors import SKIP_HINT, DataPrepError
+from sagemaker_tfod.data_prep.examples import ExampleBoxes, detection_example
+from sagemaker_tfod.data_prep.images import prepare_image, read_header
 
 # A size mismatch with the same aspect ratio (within this) means the image was resized
 # after labelling: boxes are scaled. Anything else is an error.

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data_prep import schema
+from sagemaker_tfod.data_prep import schema
 
 _LENGTH_DELIMITED = 2
 _ONE_BYTE = [bytes((value,)) for value in range(128)]

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 # Every temporary name these helpers make starts with "." and carries this tag, so a folder
 # can be cleared of what a killed run left behind (`is_temporary_name`).

@@ -15,7 +15,7 @@ import io
 import struct
 from dataclasses import dataclass
 
-from data_prep.errors import SKIP_HINT, DataPrepError
+from sagemaker_tfod.data_prep.errors import SKIP_HINT, DataPrepError
 
 JPEG_QUALITY = 95
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 _ITEM_RE = re.compile(r"item\s*\{(.*?)\}", re.DOTALL)
 _ID_RE = re.compile(r"\bid\s*:\s*(\d+)")

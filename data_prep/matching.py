@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
-from data_prep.annotations import IMAGE_SUFFIXES, ImageAnnotation, find_files
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.annotations import IMAGE_SUFFIXES, ImageAnnotation, find_files
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 
 def name_spellings(name: str) -> list[str]:

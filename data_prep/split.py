@@ -7,8 +7,8 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from data_prep.annotations import ImageAnnotation
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.annotations import ImageAnnotation
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 
 def split_images(

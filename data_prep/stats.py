@@ -8,12 +8,12 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from data_prep import schema
-from data_prep.errors import DataPrepError
-from data_prep.examples import parse_example
-from data_prep.files import atomic_output_path, read_user_text
-from data_prep.label_map import parse_label_map
-from data_prep.tfrecord_io import iter_records
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.examples import parse_example
+from sagemaker_tfod.data_prep.files import atomic_output_path, read_user_text
+from sagemaker_tfod.data_prep.label_map import parse_label_map
+from sagemaker_tfod.data_prep.tfrecord_io import iter_records
 
 
 def shard_paths(channel_dir: Path, split: str) -> list[Path]:

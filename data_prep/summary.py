@@ -7,8 +7,8 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from data_prep import schema
-from data_prep.encode import ImageReport
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.encode import ImageReport
 
 log = logging.getLogger(__name__)
 

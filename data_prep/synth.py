@@ -131,13 +131,13 @@ def write_synthetic_voc(
     Returns counts: images, boxes, negative_images and boxes per class. Deterministic for
     a given seed. `image_size` >= 32; `num_images` >= 1.
     """
-    from data_prep.errors import DataPrepError
+    from sagemaker_tfod.data_prep.errors import DataPrepError
 
     if num_images < 1:
         raise DataPrepError(f"--num-images {num_images}: use 1 or more")
     if image_size < 32:
         raise DataPrepError(f"--image-size {image_size}: use 32 or more")
-    from data_prep.files import atomic_directory
+    from sagemaker_tfod.data_prep.files import atomic_directory
 
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
         return _write_into(staging, num_images, image_size, seed)

@@ -6,8 +6,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from data_prep.crc32c import crc32c_many, crc32c_small, masked_crc
-from data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.crc32c import crc32c_many, crc32c_small, masked_crc
+from sagemaker_tfod.data_prep.errors import DataPrepError
 
 _REBUILD = "; the file is damaged: build the channel again"
 

@@ -16,12 +16,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from data_prep import schema
-from data_prep.files import atomic_output_path, atomic_write_text
-from edge.errors import EdgeError
-from edge.labels import check_label_index, read_labels
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_text
+from sagemaker_tfod.edge.errors import EdgeError
+from sagemaker_tfod.edge.labels import check_label_index, read_labels
 
-log = logging.getLogger("edge")
+log = logging.getLogger("sagemaker_tfod.edge")
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_OUTPUT = "detections"
@@ -62,9 +62,9 @@ def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edge.detect import above, open_detector
-    from edge.draw import draw_detections
-    from edge.sources import expand_inputs, frames, open_capture, read_image
+    from sagemaker_tfod.edge.detect import above, open_detector
+    from sagemaker_tfod.edge.draw import draw_detections
+    from sagemaker_tfod.edge.sources import expand_inputs, frames, open_capture, read_image
 
     sources = expand_inputs(args.inputs)
     labels = read_labels(args.labels, args.model)
@@ -142,7 +142,7 @@ def _video_writer(path: pathlib.Path, frame, capture):
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from edge.benchmark import benchmark
+    from sagemaker_tfod.edge.benchmark import benchmark
 
     result = benchmark(args.model, threads=args.threads, runs=args.runs, warmup=args.warmup)
     for row in result["results"]:
@@ -159,8 +159,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from edge.detect import open_detector
-    from edge.evaluate import evaluate, samples_from_path, write_per_class_plot
+    from sagemaker_tfod.edge.detect import open_detector
+    from sagemaker_tfod.edge.evaluate import evaluate, samples_from_path, write_per_class_plot
 
     labels = read_labels(args.labels, args.model)
     if not labels:

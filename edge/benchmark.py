@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.detect import TfliteDetector
-from edge.errors import EdgeError
+from sagemaker_tfod.edge.detect import TfliteDetector
+from sagemaker_tfod.edge.errors import EdgeError
 
 
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:

@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.errors import EdgeError
-from edge.preprocess import letterbox, to_input_tensor
-from edge.runtime import load_interpreter
+from sagemaker_tfod.edge.errors import EdgeError
+from sagemaker_tfod.edge.preprocess import letterbox, to_input_tensor
+from sagemaker_tfod.edge.runtime import load_interpreter
 
 # Output names of the stock TFLite detection convention, in its positional order.
 TFLITE_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")

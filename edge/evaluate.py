@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from data_prep import schema
-from data_prep.files import atomic_output_path
-from edge.detect import Detector
-from edge.errors import EdgeError
-from edge.preprocess import load_rgb
-from edge.records import parse_example, read_records
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.files import atomic_output_path
+from sagemaker_tfod.edge.detect import Detector
+from sagemaker_tfod.edge.errors import EdgeError
+from sagemaker_tfod.edge.preprocess import load_rgb
+from sagemaker_tfod.edge.records import parse_example, read_records
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from data_prep import schema
-from edge.errors import EdgeError
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.edge.errors import EdgeError
 
 # Written beside the models by the training container (container/export_edge.py).
 EXPORT_JSON = "export.json"

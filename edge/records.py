@@ -12,8 +12,8 @@ import pathlib
 import struct
 from collections.abc import Iterator
 
-from data_prep.examples import parse_example
-from edge.errors import EdgeError
+from sagemaker_tfod.data_prep.examples import parse_example
+from sagemaker_tfod.edge.errors import EdgeError
 
 __all__ = ["parse_example", "read_records"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from edge.errors import EdgeError
+from sagemaker_tfod.edge.errors import EdgeError
 
 # (module, what to pip install) in order of preference.
 _RUNTIMES = (

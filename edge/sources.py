@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.errors import EdgeError
-from edge.preprocess import load_rgb
+from sagemaker_tfod.edge.errors import EdgeError
+from sagemaker_tfod.edge.preprocess import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from launch.errors import LaunchError, aws_action
-from launch.s3_uri import parse_s3_uri
+from sagemaker_tfod.launch.errors import LaunchError, aws_action
+from sagemaker_tfod.launch.s3_uri import parse_s3_uri
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from launch import s3_sync, settings
-from launch.commands import COMMANDS, TRAIN_SETTINGS
-from launch.errors import LaunchError
+from sagemaker_tfod.launch import s3_sync, settings
+from sagemaker_tfod.launch.commands import COMMANDS, TRAIN_SETTINGS
+from sagemaker_tfod.launch.errors import LaunchError
 
 EXIT_INTERRUPTED = 130
 DEFAULT_POLL_SECONDS = 15.0

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from launch import artifacts, ecr, local, logs, s3_sync, settings, training_job
-from launch.errors import JobEndedError, LaunchError, aws_action
-from launch.s3_uri import join_s3
+from sagemaker_tfod.launch import artifacts, ecr, local, logs, s3_sync, settings, training_job
+from sagemaker_tfod.launch.errors import JobEndedError, LaunchError, aws_action
+from sagemaker_tfod.launch.s3_uri import join_s3
 
-log = logging.getLogger("launch")
+log = logging.getLogger("sagemaker_tfod.launch")
 
 # Every setting `train` resolves (flags, LAUNCH_* variables, launch.toml); cli adds their flags.
 TRAIN_SETTINGS = (
@@ -131,7 +131,7 @@ def training_spec(
 
 
 def _metric_definitions() -> list[dict[str, str]]:
-    from container.metrics import METRIC_DEFINITIONS
+    from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS
 
     return METRIC_DEFINITIONS
 

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from launch.errors import LaunchError, aws_action
+from sagemaker_tfod.launch.errors import LaunchError, aws_action
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from container.sagemaker_env import (
+from sagemaker_tfod.container.sagemaker_env import (
     BASE_DIR_ENV,
     CHECKPOINT_CHANNEL,
     TRAINING_CHANNEL,
     SageMakerEnv,
 )
-from data_prep.files import atomic_write_text
-from launch.errors import LaunchError
+from sagemaker_tfod.data_prep.files import atomic_write_text
+from sagemaker_tfod.launch.errors import LaunchError
 
 LOCAL_HOST = "algo-1"
 
@@ -121,11 +121,11 @@ def _remove_channel(path: Path, copies_allowed: bool) -> None:
 
 
 def run_container_training(base_dir: Path, python: str = sys.executable) -> int:
-    """`python -m container train` with SAGEMAKER_BASE_DIR set; output streams through."""
+    """`python -m container train` (the installed `sagemaker_tfod.container`, what the image
+    runs) with SAGEMAKER_BASE_DIR set; output streams through."""
     environment = {**os.environ, BASE_DIR_ENV: str(base_dir.resolve()), "PYTHONUNBUFFERED": "1"}
-    project_root = Path(__file__).resolve().parent.parent
     completed = subprocess.run(
-        [python, "-m", "container", "train"], env=environment, cwd=project_root, check=False
+        [python, "-m", "sagemaker_tfod.container", "train"], env=environment, check=False
     )
     return completed.returncode
 

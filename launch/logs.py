@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
 
-from launch.errors import aws_action
+from sagemaker_tfod.launch.errors import aws_action
 
 log = logging.getLogger(__name__)
 

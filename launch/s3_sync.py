@@ -34,8 +34,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from launch.errors import LaunchError, aws_action
-from launch.s3_uri import parse_s3_uri
+from sagemaker_tfod.launch.errors import LaunchError, aws_action
+from sagemaker_tfod.launch.s3_uri import parse_s3_uri
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from launch.errors import LaunchError
+from sagemaker_tfod.launch.errors import LaunchError
 
 # S3 bucket naming rules: 3-63 lower-case letters, digits, dots and hyphens, starting and
 # ending with a letter or digit; anything after the first "/" is the key or prefix.

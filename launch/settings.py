@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.errors import LaunchError
+from sagemaker_tfod.launch.errors import LaunchError
 
 DEFAULT_CONFIG_FILE = "launch.toml"
 ENV_PREFIX = "LAUNCH_"

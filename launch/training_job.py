@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from container.sagemaker_env import CHECKPOINT_CHANNEL, TRAINING_CHANNEL
-from launch.errors import LaunchError
-from launch.s3_uri import is_s3_uri
+from sagemaker_tfod.container.sagemaker_env import CHECKPOINT_CHANNEL, TRAINING_CHANNEL
+from sagemaker_tfod.launch.errors import LaunchError
+from sagemaker_tfod.launch.s3_uri import is_s3_uri
 
 # Where SageMaker syncs checkpoints and TensorBoard events inside the container; these match
 # container.sagemaker_env's layout under the default /opt/ml.

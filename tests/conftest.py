@@ -113,7 +113,7 @@ def run_container(base_dir: pathlib.Path, timeout: float = 600) -> TrainedRun:
 
 @pytest.fixture(scope="session")
 def synthetic_voc(tmp_path_factory) -> pathlib.Path:
-    from data_prep.synth import write_synthetic_voc
+    from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
     out = tmp_path_factory.mktemp("synthetic_voc")
     write_synthetic_voc(out, num_images=24, image_size=96, seed=0)
@@ -123,7 +123,7 @@ def synthetic_voc(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def synthetic_channel(synthetic_voc, tmp_path_factory) -> pathlib.Path:
     """A 3-class channel (circle, square, triangle) with train and eval shards."""
-    from data_prep.build import build_channel
+    from sagemaker_tfod.data_prep.build import build_channel
 
     channel = tmp_path_factory.mktemp("channel") / "channel"
     build_channel(synthetic_voc, channel, eval_fraction=0.25, workers=1)

@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import REPO, TINY_HYPERPARAMETERS, container_env, make_base_dir
 
-from container.__main__ import EXIT_USER_ERROR, train
-from container.sagemaker_env import SageMakerEnv
+from sagemaker_tfod.container.__main__ import EXIT_USER_ERROR, train
+from sagemaker_tfod.container.sagemaker_env import SageMakerEnv
 
 
 def failure_of(base) -> str:
@@ -111,7 +111,7 @@ def test_cli_without_arguments_runs_train_and_fails_cleanly(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--help"]])
 def test_help_documents_hyperparameters_and_presets(argv, capsys):
-    from container.__main__ import main
+    from sagemaker_tfod.container.__main__ import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from container.errors import UserError
-from container.hyperparameters import parse_hyperparameters
-from container.pipeline_config import (
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.hyperparameters import parse_hyperparameters
+from sagemaker_tfod.container.pipeline_config import (
     DataPaths,
     build_experiment,
     eval_batch_size,
     read_od_api_pipeline_config,
     save_experiment_yaml,
 )
-from container.presets import PRESETS, get_preset
+from sagemaker_tfod.container.presets import PRESETS, get_preset
 
 DATA = DataPaths(train_pattern="/c/train-*", eval_pattern="/c/eval-*", num_eval_examples=12)
 
@@ -199,8 +199,8 @@ def test_each_log_message_appears_once(capsys):
 
     import orbit.controller
 
-    from container.__main__ import configure_logging
-    from container.training import orbit_prints_dropped
+    from sagemaker_tfod.container.__main__ import configure_logging
+    from sagemaker_tfod.container.training import orbit_prints_dropped
 
     root, absl_logger = logging.getLogger(), logging.getLogger("absl")
     tensorflow_logger = logging.getLogger("tensorflow")

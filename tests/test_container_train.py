@@ -19,7 +19,7 @@ from conftest import (
     run_container,
 )
 
-from container.metrics import METRIC_DEFINITIONS, parse_metric_line
+from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS, parse_metric_line
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_sigterm_saves_a_checkpoint_exports_and_exits_cleanly(resumed_then_stopp
 
 
 def two_class_channel(synthetic_voc, tmp_path, eval_fraction):
-    from data_prep.build import build_channel
+    from sagemaker_tfod.data_prep.build import build_channel
 
     classes = tmp_path / "classes.txt"
     classes.write_text("circle\nsquare\n")

@@ -9,10 +9,19 @@ import re
 
 import pytest
 
-from container.errors import UserError
-from container.hyperparameters import Hyperparameters, describe, known_names, parse_hyperparameters
-from container.metrics import METRIC_DEFINITIONS, format_metric_line, parse_metric_line
-from container.sagemaker_env import ConfigFileError, SageMakerEnv
+from sagemaker_tfod.container.errors import UserError
+from sagemaker_tfod.container.hyperparameters import (
+    Hyperparameters,
+    describe,
+    known_names,
+    parse_hyperparameters,
+)
+from sagemaker_tfod.container.metrics import (
+    METRIC_DEFINITIONS,
+    format_metric_line,
+    parse_metric_line,
+)
+from sagemaker_tfod.container.sagemaker_env import ConfigFileError, SageMakerEnv
 
 
 # --- hyperparameters --------------------------------------------------------------------
@@ -167,9 +176,9 @@ def test_a_broken_install_still_writes_the_failure_file(tmp_path, monkeypatch):
     """Even an import error of the training stack ends in output/failure and exit 2."""
     import sys
 
-    from container.__main__ import EXIT_INTERNAL_ERROR, train
+    from sagemaker_tfod.container.__main__ import EXIT_INTERNAL_ERROR, train
 
-    monkeypatch.setitem(sys.modules, "container.job", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "sagemaker_tfod.container.job", None)  # makes the import fail
     env = SageMakerEnv(tmp_path)
     assert train(env) == EXIT_INTERNAL_ERROR
     failure = env.failure_file.read_text()
@@ -178,7 +187,7 @@ def test_a_broken_install_still_writes_the_failure_file(tmp_path, monkeypatch):
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_from_model(tmp_path):
-    from container import export
+    from sagemaker_tfod.container import export
 
     model = tmp_path / "model"
     for folder in (".export-abc123", ".saved_model.tmp-x1", "saved_model"):
@@ -203,8 +212,8 @@ def test_a_sigterm_during_setup_ends_with_a_failure_file_not_a_kill(
 
     from conftest import TINY_HYPERPARAMETERS, make_base_dir
 
-    from container import job
-    from container.__main__ import EXIT_USER_ERROR, train
+    from sagemaker_tfod.container import job
+    from sagemaker_tfod.container.__main__ import EXIT_USER_ERROR, train
 
     env = SageMakerEnv(make_base_dir(tmp_path / "opt_ml", synthetic_channel, TINY_HYPERPARAMETERS))
     (env.model_dir / ".export-killed").mkdir(parents=True)

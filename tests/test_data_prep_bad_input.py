@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from data_prep_helpers import add_item, image_bytes, leftovers, small_voc, voc_xml
 
-from data_prep.__main__ import main
+from sagemaker_tfod.data_prep.__main__ import main
 
 
 def _build(tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
@@ -219,7 +219,7 @@ def test_float_coordinates_are_kept_exactly(tmp_path, capsys):
     add_item(voc, "float", objects=[("cat", 4.5, 6.25, 40.75, 30.5)])
     code, err = _build(tmp_path, capsys, "--eval-fraction", "0")
     assert code == 0, err
-    from data_prep.stats import iter_examples
+    from sagemaker_tfod.data_prep.stats import iter_examples
 
     (example,) = iter_examples(tmp_path / "channel", "train")
     assert example["image/object/bbox/xmin"][0] == pytest.approx(4.5 / 64, abs=1e-7)
@@ -243,7 +243,7 @@ def test_vott_url_encoded_file_names_are_found(tmp_path, capsys, on_disk, writte
     )
     code, err = _build(tmp_path, capsys, "--eval-fraction", "0")
     assert code == 0, err
-    from data_prep.stats import iter_examples
+    from sagemaker_tfod.data_prep.stats import iter_examples
 
     (example,) = iter_examples(tmp_path / "channel", "train")
     assert example["image/filename"] == [f"images/{on_disk}.jpg".encode()]
@@ -270,7 +270,7 @@ def test_png_greyscale_and_cmyk_are_accepted(tmp_path, capsys):
     assert dataset["changed_images"] == [
         {"file": "images/cmyk.jpg", "change": "CMYK converted to RGB"}
     ]
-    from data_prep.stats import iter_examples
+    from sagemaker_tfod.data_prep.stats import iter_examples
 
     formats = {
         e["image/filename"][0]: e["image/format"][0]
@@ -331,7 +331,7 @@ def test_no_annotations_is_an_error(tmp_path, capsys):
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
-    from data_prep import build
+    from sagemaker_tfod.data_prep import build
 
     small_voc(tmp_path / "voc", count=8)
     real_write_shard = build._write_shard
@@ -387,7 +387,7 @@ def test_failed_build_stops_the_workers_before_removing_the_staging_folder(
 ):
     import multiprocessing
 
-    from data_prep import files
+    from sagemaker_tfod.data_prep import files
 
     voc = small_voc(tmp_path / "voc", count=8)
     (voc / "images" / "img-1.jpg").write_bytes(b"\xff\xd8broken")

@@ -10,10 +10,10 @@ import textwrap
 import pytest
 from data_prep_helpers import RACCOON, REPO, add_item, run_cli, small_voc
 
-from data_prep.__main__ import main
-from data_prep.build import build_channel
-from data_prep.stats import iter_examples
-from data_prep.synth import write_synthetic_voc
+from sagemaker_tfod.data_prep.__main__ import main
+from sagemaker_tfod.data_prep.build import build_channel
+from sagemaker_tfod.data_prep.stats import iter_examples
+from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
 SUBCOMMANDS = ("build", "synth", "csv", "label-map", "split", "tfrecord", "stats")
 
@@ -27,7 +27,7 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_every_argument_has_help_text():
-    from data_prep.__main__ import make_parser
+    from sagemaker_tfod.data_prep.__main__ import make_parser
 
     (subcommands,) = [a for a in make_parser()._actions if a.dest == "command"]
     assert sorted(subcommands.choices) == sorted(SUBCOMMANDS)
@@ -53,7 +53,7 @@ _NO_TF = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, NoTensorFlow())
-    from data_prep.__main__ import main
+    from sagemaker_tfod.data_prep.__main__ import main
     out = sys.argv[1]
     steps = [
         ["synth", out + "/voc", "--num-images", "12", "--image-size", "64"],
@@ -226,9 +226,9 @@ def test_csv_command_reads_retinanet_csv_and_coco_json(tmp_path):
 
 
 def test_training_shards_mix_classes_of_a_folder_sorted_by_class(tmp_path):
-    from data_prep.examples import parse_example
-    from data_prep.stats import shard_paths
-    from data_prep.tfrecord_io import iter_records
+    from sagemaker_tfod.data_prep.examples import parse_example
+    from sagemaker_tfod.data_prep.stats import shard_paths
+    from sagemaker_tfod.data_prep.tfrecord_io import iter_records
 
     voc = tmp_path / "voc"
     for number in range(10):
@@ -256,13 +256,15 @@ def test_training_shards_mix_classes_of_a_folder_sorted_by_class(tmp_path):
 
 
 def test_build_logs_progress_of_xml_parsing_and_images(tmp_path, monkeypatch, caplog):
-    from data_prep import progress
+    from sagemaker_tfod.data_prep import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
-    caplog.set_level("INFO", logger="data_prep")
+    caplog.set_level("INFO", logger="sagemaker_tfod.data_prep")
     small_voc(tmp_path / "voc", count=8)
     build_channel(tmp_path / "voc", tmp_path / "channel", workers=2)
-    lines = [r.getMessage() for r in caplog.records if r.name == "data_prep.progress"]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "sagemaker_tfod.data_prep.progress"
+    ]
     assert any(line.startswith("1/9 XML files, ") and "left" in line for line in lines), lines
     assert any(line.startswith("9/9 images in ") for line in lines), lines
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from data_prep_helpers import BACKGROUND, OBJECT_COLOUR, RACCOON, add_item, image_bytes, voc_xml
 
-from data_prep import schema
-from data_prep.build import build_channel
-from data_prep.label_map import parse_label_map
-from data_prep.synth import write_synthetic_voc
+from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.build import build_channel
+from sagemaker_tfod.data_prep.label_map import parse_label_map
+from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
 tf = pytest.importorskip("tensorflow")
 

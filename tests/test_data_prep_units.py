@@ -9,15 +9,21 @@ import random
 import pytest
 from data_prep_helpers import image_bytes
 
-from data_prep import crc32c, schema
-from data_prep.annotations import Box, ImageAnnotation, format_csv, parse_coco_json, parse_csv
-from data_prep.classes import check_near_duplicates, files_by_class, resolve_classes
-from data_prep.errors import DataPrepError
-from data_prep.examples import ExampleBoxes, detection_example, parse_example
-from data_prep.images import prepare_image, read_header
-from data_prep.label_map import LabelMapError, format_label_map, parse_label_map
-from data_prep.split import classes_missing_from_eval, split_images
-from data_prep.tfrecord_io import RecordWriter, frame_records
+from sagemaker_tfod.data_prep import crc32c, schema
+from sagemaker_tfod.data_prep.annotations import (
+    Box,
+    ImageAnnotation,
+    format_csv,
+    parse_coco_json,
+    parse_csv,
+)
+from sagemaker_tfod.data_prep.classes import check_near_duplicates, files_by_class, resolve_classes
+from sagemaker_tfod.data_prep.errors import DataPrepError
+from sagemaker_tfod.data_prep.examples import ExampleBoxes, detection_example, parse_example
+from sagemaker_tfod.data_prep.images import prepare_image, read_header
+from sagemaker_tfod.data_prep.label_map import LabelMapError, format_label_map, parse_label_map
+from sagemaker_tfod.data_prep.split import classes_missing_from_eval, split_images
+from sagemaker_tfod.data_prep.tfrecord_io import RecordWriter, frame_records
 
 
 def _slow_crc32c(data: bytes) -> int:
@@ -145,7 +151,7 @@ def test_prepare_image_rotates_only_when_asked():
 
 
 def test_voc_reader_uses_tag_names_not_positions():
-    from data_prep.annotations import parse_voc_xml
+    from sagemaker_tfod.data_prep.annotations import parse_voc_xml
 
     xml = (
         b"<annotation><object><bndbox><ymax>30.5</ymax><xmax>40</xmax><ymin>6</ymin>"
@@ -262,7 +268,7 @@ def test_numpy_crc_path_matches_reference_even_when_a_c_library_is_installed():
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
 def test_entity_declarations_refused_in_any_encoding(encoding):
-    from data_prep.annotations import parse_voc_xml
+    from sagemaker_tfod.data_prep.annotations import parse_voc_xml
 
     text = (
         f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
@@ -274,7 +280,7 @@ def test_entity_declarations_refused_in_any_encoding(encoding):
 
 
 def test_image_index_finds_relative_absolute_basename_and_stem(tmp_path):
-    from data_prep.matching import ImageIndex
+    from sagemaker_tfod.data_prep.matching import ImageIndex
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.jpg").write_bytes(b"")
@@ -298,7 +304,7 @@ def test_image_index_finds_relative_absolute_basename_and_stem(tmp_path):
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity"])
 def test_non_finite_coordinates_are_refused_in_every_format(bad):
-    from data_prep.annotations import parse_voc_xml
+    from sagemaker_tfod.data_prep.annotations import parse_voc_xml
 
     xml = (
         "<annotation><filename>a.jpg</filename><object><name>cat</name><bndbox>"
@@ -349,11 +355,11 @@ def test_label_map_uses_name_not_display_name():
 
 
 def test_progress_log_lines_carry_rate_and_time_left(monkeypatch, caplog):
-    from data_prep import progress
+    from sagemaker_tfod.data_prep import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
-    caplog.set_level("INFO", logger="data_prep.progress")
+    caplog.set_level("INFO", logger="sagemaker_tfod.data_prep.progress")
     with progress.progress(3, "images") as advance:
         for _ in range(3):
             advance(1)
@@ -364,12 +370,12 @@ def test_progress_log_lines_carry_rate_and_time_left(monkeypatch, caplog):
 
 
 def test_watch_counter_reports_work_counted_elsewhere(monkeypatch, caplog):
-    from data_prep import progress
+    from sagemaker_tfod.data_prep import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
     monkeypatch.setattr(progress, "POLL_INTERVAL_S", 0.01)
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
-    caplog.set_level("INFO", logger="data_prep.progress")
+    caplog.set_level("INFO", logger="sagemaker_tfod.data_prep.progress")
     done = [0]
     with progress.watch_counter(lambda: done[0], 4, "images"):
         done[0] = 4
@@ -377,7 +383,7 @@ def test_watch_counter_reports_work_counted_elsewhere(monkeypatch, caplog):
 
 
 def test_read_user_text_names_the_file_and_the_fix(tmp_path):
-    from data_prep.files import read_user_text
+    from sagemaker_tfod.data_prep.files import read_user_text
 
     latin = tmp_path / "labels.csv"
     latin.write_bytes("a.jpg,1,2,3,4,caf\xe9\n".encode("latin-1"))
@@ -391,7 +397,7 @@ def test_read_user_text_names_the_file_and_the_fix(tmp_path):
 
 
 def test_atomic_write_text_gives_a_normal_file_mode(tmp_path):
-    from data_prep.files import atomic_write_text
+    from sagemaker_tfod.data_prep.files import atomic_write_text
 
     old = os.umask(0o022)
     try:
@@ -403,7 +409,11 @@ def test_atomic_write_text_gives_a_normal_file_mode(tmp_path):
 
 
 def test_atomic_output_path_keeps_the_extension_umask_and_cleans_up(tmp_path):
-    from data_prep.files import atomic_output_path, atomic_write_bytes, is_temporary_name
+    from sagemaker_tfod.data_prep.files import (
+        atomic_output_path,
+        atomic_write_bytes,
+        is_temporary_name,
+    )
 
     target = tmp_path / "plots" / "eval.png"
     old = os.umask(0o027)
@@ -448,7 +458,7 @@ def test_file_helpers_import_no_tensorflow():
 def test_atomic_directory_restores_the_old_folder_when_the_swap_fails(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from data_prep.files import atomic_directory
+    from sagemaker_tfod.data_prep.files import atomic_directory
 
     target = tmp_path / "channel"
     target.mkdir()
@@ -468,7 +478,7 @@ def test_atomic_directory_restores_the_old_folder_when_the_swap_fails(tmp_path, 
 
 
 def test_image_index_follows_folder_links_once_and_survives_a_loop(tmp_path):
-    from data_prep.matching import ImageIndex
+    from sagemaker_tfod.data_prep.matching import ImageIndex
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"")
@@ -481,7 +491,7 @@ def test_image_index_follows_folder_links_once_and_survives_a_loop(tmp_path):
 def test_image_index_matches_decomposed_unicode_and_literal_vott_names(tmp_path):
     import unicodedata
 
-    from data_prep.matching import ImageIndex
+    from sagemaker_tfod.data_prep.matching import ImageIndex
 
     (tmp_path / unicodedata.normalize("NFD", "café.jpg")).write_bytes(b"")
     (tmp_path / "vott%2Fshot.jpg").write_bytes(b"")  # VoTT export that kept the encoded name

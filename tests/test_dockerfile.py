@@ -168,7 +168,8 @@ def test_build_context_of_this_tree_has_no_credentials(ignore_rules, tmp_path):
         if path.startswith("aws_credentials/"):
             assert path.endswith(".example") or path == "aws_credentials/README.md", path
         assert path.split("/")[0] in {
-            "Dockerfile", "requirements.lock", "container", "data_prep", "edge",
+            "Dockerfile", "requirements.lock", "pyproject.toml", "README.md",
+            "container", "data_prep", "edge", "launch",
         }  # fmt: skip
 
 
@@ -184,8 +185,10 @@ def test_build_context_holds_every_first_party_module_the_container_imports(igno
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            needed |= {name.split(".")[0] for name in names} & first_party
-    assert "container" in needed or (ROOT / "container" / "__main__.py").exists()
+            # The project's own imports all go through the installed root, sagemaker_tfod.
+            needed |= {name.split(".")[1] for name in names if name.startswith("sagemaker_tfod.")}
+    assert needed <= first_party, needed - first_party
+    assert {"container", "data_prep", "edge"} <= needed
     for package in needed:
         assert not is_excluded(f"{package}/__init__.py", ignore_rules), package
         assert re.search(rf"^COPY {package}/ ", DOCKERFILE.read_text(), re.M), (
@@ -242,7 +245,7 @@ def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
     (entrypoint,) = [args for keyword, args in instructions if keyword == "ENTRYPOINT"]
     (cmd,) = [args for keyword, args in instructions if keyword == "CMD"]
     entry, default = json.loads(entrypoint), json.loads(cmd)  # exec form = a JSON array
-    assert entry + default == ["python3", "-m", "container", "train"]
+    assert entry + default == ["python3", "-m", "sagemaker_tfod.container", "train"]
     assert (ROOT / "container" / "__main__.py").is_file()
 
     # The `train` script the image puts on PATH, rendered by the same printf, runs that module.

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from edge import detect, preprocess, records
-from edge.benchmark import latency_stats
-from edge.errors import EdgeError
-from edge.evaluate import Sample, coco_scores
-from edge.sources import expand_inputs
+from sagemaker_tfod.edge import detect, preprocess, records
+from sagemaker_tfod.edge.benchmark import latency_stats
+from sagemaker_tfod.edge.errors import EdgeError
+from sagemaker_tfod.edge.evaluate import Sample, coco_scores
+from sagemaker_tfod.edge.sources import expand_inputs
 from tests.conftest import REPO
 
 
@@ -190,7 +190,7 @@ def test_a_saturated_count_never_reads_past_the_outputs():
 
 
 def test_labels_txt_must_match_the_models_class_count(tmp_path):
-    from edge.labels import check_label_index, read_labels
+    from sagemaker_tfod.edge.labels import check_label_index, read_labels
 
     model = tmp_path / "model.tflite"
     model.write_bytes(b"")
@@ -232,7 +232,7 @@ def test_runtime_falls_back_to_tflite_runtime(monkeypatch):
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge import runtime
+    from sagemaker_tfod.edge import runtime
 
     # None in sys.modules makes `import` raise ImportError, as when a package is absent.
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
@@ -247,7 +247,7 @@ def test_runtime_falls_back_to_tflite_runtime(monkeypatch):
 
 def test_a_camera_that_cannot_open_is_a_clear_error():
     pytest.importorskip("cv2")
-    from edge.sources import Source, open_capture
+    from sagemaker_tfod.edge.sources import Source, open_capture
 
     with pytest.raises(EdgeError, match="99: cannot open this camera"):
         open_capture(Source("camera", "99"))
@@ -256,7 +256,7 @@ def test_a_camera_that_cannot_open_is_a_clear_error():
 def test_annotated_outputs_of_same_named_inputs_do_not_overwrite_each_other(tmp_path):
     from PIL import Image
 
-    from edge.__main__ import output_paths
+    from sagemaker_tfod.edge.__main__ import output_paths
 
     for relative in ("a/x.jpg", "b/x.jpg", "b/x.bmp", "b/x.png", "top.jpeg"):
         (tmp_path / "in" / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def test_annotated_outputs_of_same_named_inputs_do_not_overwrite_each_other(tmp_
     ],
 )
 def test_cli_refuses_bad_threads_and_score_thresholds(capsys, arguments, message):
-    from edge.__main__ import build_parser
+    from sagemaker_tfod.edge.__main__ import build_parser
 
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(arguments)
@@ -303,7 +303,7 @@ def test_cli_refuses_bad_threads_and_score_thresholds(capsys, arguments, message
 
 
 def test_score_threshold_bounds_are_accepted():
-    from edge.__main__ import build_parser
+    from sagemaker_tfod.edge.__main__ import build_parser
 
     for value in ("0", "1", "0.25"):
         args = build_parser().parse_args(
@@ -340,8 +340,8 @@ def test_annotated_video_appears_complete_or_not_at_all(tmp_path, monkeypatch, f
     renamed when complete; a failure mid-video leaves no half-written `clip.mp4`."""
     cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
 
-    from edge import __main__ as cli
-    from edge import detect as detect_module
+    from sagemaker_tfod.edge import __main__ as cli
+    from sagemaker_tfod.edge import detect as detect_module
 
     _write_video(tmp_path / "clip.mp4", 5)
     detector = _DetectorFailingAtFrame(failing)

@@ -45,7 +45,7 @@ BOX_TOLERANCE_PX = 4.0
 
 @pytest.fixture(scope="session")
 def edge_voc(tmp_path_factory) -> pathlib.Path:
-    from data_prep.synth import write_synthetic_voc
+    from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
     out = tmp_path_factory.mktemp("edge_voc")
     write_synthetic_voc(out, num_images=80, image_size=128, seed=3)
@@ -54,7 +54,7 @@ def edge_voc(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def edge_run(edge_voc, tmp_path_factory):
-    from data_prep.build import build_channel
+    from sagemaker_tfod.data_prep.build import build_channel
 
     channel = tmp_path_factory.mktemp("edge_channel") / "channel"
     build_channel(edge_voc, channel, eval_fraction=0.25, workers=1)
@@ -86,7 +86,7 @@ def fp16_model(edge_run, tmp_path_factory) -> pathlib.Path:
     from official.core import exp_factory
     from official.modeling import hyperparams
 
-    from container import export_edge, export_tflite
+    from sagemaker_tfod.container import export_edge, export_tflite
 
     # pipeline.yaml is the fully resolved experiment the run trained.
     params = hyperparams.override_params_dict(
@@ -105,7 +105,7 @@ def fp16_model(edge_run, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def eval_samples(edge_run):
-    from edge.evaluate import channel_shards, samples_from_shards
+    from sagemaker_tfod.edge.evaluate import channel_shards, samples_from_shards
 
     return list(samples_from_shards(channel_shards(edge_run.channel_dir)))
 
@@ -152,7 +152,7 @@ def test_tflite_files_follow_the_stock_detection_convention(
     from PIL import Image
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from edge.detect import TFLITE_OUTPUTS, TfliteDetector
+    from sagemaker_tfod.edge.detect import TFLITE_OUTPUTS, TfliteDetector
 
     for path in (
         edge_run.model_dir / "model.tflite",
@@ -216,7 +216,7 @@ def _same_object(detections, expected):
 
 
 def test_all_exports_agree_on_top_detections(edge_run, fp16_model, eval_samples):
-    from edge.detect import open_detector
+    from sagemaker_tfod.edge.detect import open_detector
 
     model_dir = edge_run.model_dir
     reference = open_detector(model_dir / "saved_model")
@@ -305,7 +305,7 @@ def test_detect_and_benchmark_run_without_tensorflow_and_draw_the_box(
 ):
     from PIL import Image
 
-    from edge.draw import colour
+    from sagemaker_tfod.edge.draw import colour
 
     env = _without_tensorflow(tmp_path)
     probe = subprocess.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from container import export_edge, export_tflite
+from sagemaker_tfod.container import export_edge, export_tflite
 
 
 @pytest.mark.parametrize(

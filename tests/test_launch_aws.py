@@ -27,9 +27,9 @@ import boto3
 import pytest
 from launch_helpers import moto_server
 
-from launch.cli import main
-from launch.logs import LOG_GROUP
-from launch.s3_sync import MIB, local_etag
+from sagemaker_tfod.launch.cli import main
+from sagemaker_tfod.launch.logs import LOG_GROUP
+from sagemaker_tfod.launch.s3_sync import MIB, local_etag
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -271,7 +271,7 @@ def _train_args(bucket: str, job: str) -> list[str]:
 
 
 def test_train_request_as_it_reached_the_server(aws, tmp_path, capsys, monkeypatch):
-    from container.metrics import METRIC_DEFINITIONS
+    from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS
 
     bucket = _bucket(aws, "train-request")
     config = tmp_path / "launch.toml"

@@ -11,8 +11,8 @@ import pytest
 from conftest import TINY_HYPERPARAMETERS, TINY_PIPELINE_YAML
 from launch_helpers import sagemaker_metrics
 
-from container.metrics import METRIC_DEFINITIONS, parse_metric_line
-from launch.training_job import build_create_training_job_request
+from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS, parse_metric_line
+from sagemaker_tfod.launch.training_job import build_create_training_job_request
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_metric_definitions_read_real_training_lines(trained_run):
 
 
 def _spec():
-    from launch.training_job import TrainingJobSpec
+    from sagemaker_tfod.launch.training_job import TrainingJobSpec
 
     return TrainingJobSpec(
         job_name="j",

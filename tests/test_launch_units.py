@@ -16,14 +16,19 @@ from boto3.exceptions import RetriesExceededError, S3TransferFailedError, S3Uplo
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from launch_helpers import sagemaker_metrics
 
-from container.metrics import METRIC_DEFINITIONS, format_metric_line
-from container.sagemaker_env import SageMakerEnv
-from launch import artifacts, local, s3_sync, s3_uri, settings, training_job
-from launch.cli import build_parser, main
-from launch.commands import check_job_outcome, job_summary, training_spec
-from launch.ecr import parse_authorization, push_commands
-from launch.errors import JobEndedError, LaunchError, aws_action, describe_aws_exception
-from launch.logs import status_line
+from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS, format_metric_line
+from sagemaker_tfod.container.sagemaker_env import SageMakerEnv
+from sagemaker_tfod.launch import artifacts, local, s3_sync, s3_uri, settings, training_job
+from sagemaker_tfod.launch.cli import build_parser, main
+from sagemaker_tfod.launch.commands import check_job_outcome, job_summary, training_spec
+from sagemaker_tfod.launch.ecr import parse_authorization, push_commands
+from sagemaker_tfod.launch.errors import (
+    JobEndedError,
+    LaunchError,
+    aws_action,
+    describe_aws_exception,
+)
+from sagemaker_tfod.launch.logs import status_line
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
