@@ -1,0 +1,80 @@
+"""Fixtures of the image tests (`make image-test`; not part of `make test`).
+
+`image` builds this checkout's Dockerfile once per session on the cached stand-in base and
+returns a `BuiltImage`; `opt_ml` lays out a SageMaker tree on the host for one container run.
+A new check of the same image (the `serve` command, say) is one more test module here using
+`image`, `opt_ml` and `image_engine.run_image` / `started_container`.
+
+Where podman cannot run (not root, podman missing) the tests fail under CI (`CI` set, as
+.ci/run is run) and are skipped with the reason when run by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+
+import image_engine
+import pytest
+
+TESTS = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _suite_conftest():
+    """tests/conftest.py as a module (its `make_base_dir` and tiny training settings)."""
+    spec = importlib.util.spec_from_file_location("suite_conftest", TESTS / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+suite = _suite_conftest()
+TINY_PIPELINE_YAML: str = suite.TINY_PIPELINE_YAML
+TINY_HYPERPARAMETERS: dict[str, str] = suite.TINY_HYPERPARAMETERS
+
+_built: list[image_engine.BuiltImage] = []
+
+
+@pytest.fixture(scope="session")
+def image() -> image_engine.BuiltImage:
+    reason = image_engine.why_podman_cannot_run()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the image test cannot run here: {reason}", pytrace=False)
+        pytest.skip(f"image test skipped: {reason}")
+    cache = image_engine.cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    podman = image_engine.Podman.at(cache / "podman")
+    # One tag per checkout, so two worktrees on one machine do not replace each other's image.
+    checkout = hashlib.sha256(str(image_engine.REPO).encode()).hexdigest()[:12]
+    built = image_engine.build_image(podman, cache, f"localhost/tfod-image-test:{checkout}")
+    _built.append(built)
+    return built
+
+
+def pytest_terminal_summary(terminalreporter):
+    for built in _built:
+        terminalreporter.write_line(f"image test: {built.summary()}")
+
+
+@pytest.fixture
+def opt_ml(tmp_path, synthetic_channel):
+    """A factory: `opt_ml(hyperparameters)` -> a host folder laid out as SageMaker's /opt/ml,
+    with a copy of the session's synthetic channel (shrunk by the tiny pipeline.yaml)."""
+
+    def make(hyperparameters: dict[str, str], name: str = "opt_ml") -> pathlib.Path:
+        return suite.make_base_dir(tmp_path / name, synthetic_channel, hyperparameters)
+
+    return make
+
+
+def read_metrics(opt_ml_dir: pathlib.Path) -> dict:
+    return json.loads((opt_ml_dir / "model" / "metrics.json").read_text())
+
+
+def copy_tree(source: pathlib.Path, target: pathlib.Path) -> None:
+    shutil.copytree(source, target, dirs_exist_ok=True)
