@@ -50,23 +50,15 @@ ENV TF_CPP_MIN_LOG_LEVEL=1 \
     KERAS_HOME=/tmp/keras
 
 # --no-deps: the lock is complete and exact, so pip installs precisely its pins (those the
-# `tensorflow` stage installed are already satisfied). tf-models-official's installed metadata
-# then loses the requirements requirements-image-excludes.txt leaves out (Model Garden's NLP,
-# download and Kaggle dependencies), so `pip check` checks what is really installed.
-COPY requirements-image.lock requirements-image-excludes.txt /tmp/
+# `tensorflow` stage installed are already satisfied). The installed metadata then stops
+# requiring what requirements-image-excludes.txt leaves out (Model Garden's NLP, download and
+# Kaggle dependencies, tensorflow-datasets' Arrow formats), so `pip check` checks what is there.
+COPY requirements-image.lock requirements-image-excludes.txt launch/image_requirements.py /tmp/
 RUN --mount=type=secret,id=pip-ca,target=/run/secrets/pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python3 -m pip install --no-cache-dir --no-deps --requirement /tmp/requirements-image.lock \
-    && python3 -c "import importlib.metadata as md, re; \
-norm = lambda name: re.sub(r'[-_.]+', '-', name).lower(); \
-lines = open('/tmp/requirements-image-excludes.txt').read().splitlines(); \
-excluded = {norm(line.split(';')[0].strip()) for line in lines if line.strip() and not line.startswith('#')}; \
-path = next(f for f in md.distribution('tf-models-official').files if f.name == 'METADATA').locate(); \
-text = path.read_text().splitlines(keepends=True); \
-kept = [l for l in text if not (l.startswith('Requires-Dist:') and norm(re.split(r'[\s<>=!~;\[(]', l[14:].strip())[0]) in excluded)]; \
-assert len(text) - len(kept) == len(excluded), 'requirements-image-excludes.txt names a package tf-models-official does not require'; \
-path.write_text(''.join(kept))" \
-    && rm -f /tmp/requirements-image.lock /tmp/requirements-image-excludes.txt \
+    && python3 /tmp/image_requirements.py /tmp/requirements-image-excludes.txt \
+    && rm -f /tmp/requirements-image.lock /tmp/requirements-image-excludes.txt /tmp/image_requirements.py \
     && rm -rf /root/.cache
 
 # SageMaker mounts /opt/ml/{input,model,checkpoints,output} owned by root and runs the image's

@@ -237,11 +237,9 @@ def test_image_installs_the_tested_pins():
 
 
 def test_the_excluded_packages_are_out_of_the_image_lock():
-    excluded = {
-        re.sub(r"[-_.]+", "-", line.split(";")[0].strip()).lower()
-        for line in (ROOT / "requirements-image-excludes.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    from sagemaker_tfod.launch.image_requirements import read_excludes
+
+    excluded = read_excludes((ROOT / "requirements-image-excludes.txt").read_text())
     assert {"kaggle", "tensorflow-text", "google-api-python-client"} <= excluded
     assert excluded.isdisjoint(_pins(ROOT / "requirements-image.lock"))
     assert excluded <= set(_pins(ROOT / "requirements.lock"))  # each one is a real dependency
@@ -304,3 +302,48 @@ def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m container")
+
+
+# ---- launch/image_requirements.py, the build step that prunes installed requirements ---------
+
+METADATA = """\
+Metadata-Version: 2.1
+Name: tf-models-official
+Version: 2.20.0
+Requires-Dist: six
+Requires-Dist: kaggle>=1.3.9
+Requires-Dist: tf_slim>=1.1.0
+Requires-Dist: Cython
+Requires-Dist: tensorflow~=2.20.0
+Requires-Dist: pyarrow; extra == "arrow"
+Summary: keep: Requires-Dist: kaggle in a description is not a requirement
+
+Requires-Dist: kaggle in the body is text
+"""
+
+
+def test_prune_requires_dist_removes_exactly_the_excluded_names():
+    from sagemaker_tfod.launch.image_requirements import prune_requires_dist, read_excludes
+
+    excluded = read_excludes(
+        '# comment\nkaggle ; sys_platform == "never"\ntf-slim\ncython  # why\npyarrow\n'
+    )
+    assert excluded == {"kaggle", "tf-slim", "cython", "pyarrow"}
+    pruned, removed = prune_requires_dist(METADATA, excluded)
+    assert removed == {"kaggle", "tf-slim", "cython", "pyarrow"}
+    requires = [line for line in pruned.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires == [
+        "Requires-Dist: six",
+        "Requires-Dist: tensorflow~=2.20.0",
+        "Requires-Dist: kaggle in the body is text",  # after the headers: left alone
+    ]
+    assert "Summary: keep" in pruned
+
+
+def test_image_requirements_refuses_a_name_no_package_requires(tmp_path, caplog):
+    from sagemaker_tfod.launch.image_requirements import main
+
+    excludes = tmp_path / "excludes.txt"
+    excludes.write_text('no-such-package-xyz ; sys_platform == "never"\n')
+    assert main([str(excludes)]) == 1
+    assert "no-such-package-xyz" in caplog.text

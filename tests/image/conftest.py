@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import pathlib
-import shutil
+import sys
 
 import image_engine
 import pytest
@@ -28,6 +27,7 @@ def _suite_conftest():
     """tests/conftest.py as a module (its `make_base_dir` and tiny training settings)."""
     spec = importlib.util.spec_from_file_location("suite_conftest", TESTS / "conftest.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -67,14 +67,13 @@ def opt_ml(tmp_path, synthetic_channel):
     with a copy of the session's synthetic channel (shrunk by the tiny pipeline.yaml)."""
 
     def make(hyperparameters: dict[str, str], name: str = "opt_ml") -> pathlib.Path:
-        return suite.make_base_dir(tmp_path / name, synthetic_channel, hyperparameters)
+        return make_opt_ml(tmp_path / name, synthetic_channel, hyperparameters)
 
     return make
 
 
-def read_metrics(opt_ml_dir: pathlib.Path) -> dict:
-    return json.loads((opt_ml_dir / "model" / "metrics.json").read_text())
-
-
-def copy_tree(source: pathlib.Path, target: pathlib.Path) -> None:
-    shutil.copytree(source, target, dirs_exist_ok=True)
+def make_opt_ml(
+    root: pathlib.Path, channel: pathlib.Path, hyperparameters: dict[str, str]
+) -> pathlib.Path:
+    """`root` laid out as /opt/ml: hyperparameters.json and a copy of `channel` as `training`."""
+    return suite.make_base_dir(root, channel, hyperparameters)

@@ -16,9 +16,10 @@ import time
 
 import image_engine
 import pytest
-from conftest import TINY_HYPERPARAMETERS
+from conftest import TINY_HYPERPARAMETERS, make_opt_ml
 
 from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS, parse_metric_line
+from sagemaker_tfod.launch.image_requirements import read_excludes, required_name
 
 REPO = image_engine.REPO
 STOP_GRACE_SECONDS = 120  # what SageMaker gives between SIGTERM and SIGKILL
@@ -52,8 +53,6 @@ def assert_saved_model(model_dir: pathlib.Path) -> None:
 
 @pytest.fixture(scope="module")
 def train_run(image, tmp_path_factory, synthetic_channel):
-    from conftest import suite
-
     hyperparameters = {
         **TINY_HYPERPARAMETERS,
         "export_edge": "true",
@@ -61,7 +60,7 @@ def train_run(image, tmp_path_factory, synthetic_channel):
         "inference_type": "QUANTIZED_UINT8",
         "calibration_samples": "8",
     }
-    opt_ml = suite.make_base_dir(
+    opt_ml = make_opt_ml(
         tmp_path_factory.mktemp("train") / "opt_ml", synthetic_channel, hyperparameters
     )
     return opt_ml, image_engine.run_image(image, opt_ml, ["train"], timeout=1500)
@@ -89,9 +88,7 @@ def test_train_writes_a_complete_model_and_metric_lines(train_run):
 @pytest.fixture(scope="module")
 def stopped_run(image, tmp_path_factory, synthetic_channel):
     """`IMAGE train` towards 400 steps, stopped with `podman stop` after its first metric line."""
-    from conftest import suite
-
-    opt_ml = suite.make_base_dir(
+    opt_ml = make_opt_ml(
         tmp_path_factory.mktemp("stop") / "opt_ml",
         synthetic_channel,
         {**TINY_HYPERPARAMETERS, "num_steps": "400", "log_interval_steps": "2"},
@@ -147,12 +144,10 @@ def test_stop_is_sigterm_to_pid1_which_checkpoints_exports_and_exits_0(stopped_r
 def resumed_run(image, stopped_run, tmp_path_factory, synthetic_channel):
     """A new container with no argument (as SDK local mode runs it) on a fresh /opt/ml whose
     checkpoints/ is the stopped container's, as SageMaker restores it after a spot stop."""
-    from conftest import suite
-
     stopped_opt_ml, _ = stopped_run
     stopped_at = json.loads((stopped_opt_ml / "model" / "metrics.json").read_text())["step"]
     target = stopped_at + 4
-    opt_ml = suite.make_base_dir(
+    opt_ml = make_opt_ml(
         tmp_path_factory.mktemp("resume") / "opt_ml",
         synthetic_channel,
         {**TINY_HYPERPARAMETERS, "num_steps": str(target), "log_interval_steps": "2"},
@@ -211,7 +206,7 @@ print(json.dumps({
     "pip_check": [check.returncode, check.stdout + check.stderr],
     "dists": {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
               for d in md.distributions()},
-    "requires": md.requires("tf-models-official"),
+    "requires": {d.metadata["Name"]: d.requires or [] for d in md.distributions()},
 }))
 """
 
@@ -249,26 +244,21 @@ def test_python_and_packages_are_the_locks(in_image_report):
 
 
 def test_only_what_official_vision_and_the_project_import(in_image_report):
-    """The packages requirements-image-excludes.txt leaves out are absent, and
-    tf-models-official's installed requirements lost exactly those names."""
-    excluded = {
-        re.sub(r"[-_.]+", "-", line.split(";")[0].strip()).lower()
-        for line in (REPO / "requirements-image-excludes.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+    """The packages requirements-image-excludes.txt leaves out are absent, and no installed
+    package requires them any more (pip check above would otherwise have named them)."""
+    excluded = read_excludes((REPO / "requirements-image-excludes.txt").read_text())
+    assert {"kaggle", "pyarrow", "tensorflow-text", "pandas"} <= excluded
+    assert not excluded & set(in_image_report["dists"])
+    still_required = {
+        (name, requirement)
+        for name, requirements in in_image_report["requires"].items()
+        for requirement in requirements
+        if required_name(f"Requires-Dist: {requirement}") in excluded
     }
-    assert excluded and not excluded & set(in_image_report["dists"])
-    required = {
-        re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[(]", requirement)[0]).lower()
-        for requirement in in_image_report["requires"]
-    }
-    assert not required & excluded
-    for big in ("pandas", "tensorflow-text", "google-api-python-client", "kaggle"):
-        assert big not in in_image_report["dists"]
+    assert still_required == set()
 
 
 PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
 # Where a copied checkout would land: /, WORKDIR /opt/program, /tmp, root's home.
 CHECKOUT_PLACES = {".", "opt/program", "tmp", "root"}
 
