@@ -5,6 +5,9 @@ returns a `BuiltImage`; `opt_ml` lays out a SageMaker tree on the host for one c
 A new check of the same image (the `serve` command, say) is one more test module here using
 `image`, `opt_ml` and `image_engine.run_image` / `started_container`.
 
+`IMAGE_TEST_REUSE=1` (ignored under CI) reuses the image the previous run built, to iterate on
+the tests themselves.
+
 Where podman cannot run (not root, podman missing) the tests fail under CI (`CI` set, as
 .ci/run is run) and are skipped with the reason when run by hand.
 """
@@ -51,7 +54,12 @@ def image() -> image_engine.BuiltImage:
     podman = image_engine.Podman.at(cache / "podman")
     # One tag per checkout, so two worktrees on one machine do not replace each other's image.
     checkout = hashlib.sha256(str(image_engine.REPO).encode()).hexdigest()[:12]
-    built = image_engine.build_image(podman, cache, f"localhost/tfod-image-test:{checkout}")
+    tag = f"localhost/tfod-image-test:{checkout}"
+    if os.environ.get("IMAGE_TEST_REUSE") and not os.environ.get("CI"):
+        # For iterating on the tests themselves: the image the previous run built, as it is.
+        built = image_engine.existing_image(podman, cache, tag)
+    else:
+        built = image_engine.build_image(podman, cache, tag)
     _built.append(built)
     return built
 

@@ -86,30 +86,44 @@ def why_podman_cannot_run() -> str | None:
     return None
 
 
+def storage_driver() -> str:
+    """overlay where the kernel has it (a container starts at once), else vfs, which copies
+    the whole image (3 GB) for every container and every layer; IMAGE_TEST_STORAGE_DRIVER
+    chooses."""
+    chosen = os.environ.get("IMAGE_TEST_STORAGE_DRIVER")
+    if chosen:
+        return chosen
+    filesystems = pathlib.Path("/proc/filesystems")
+    has_overlay = filesystems.exists() and "\toverlay\n" in filesystems.read_text()
+    return "overlay" if has_overlay else "vfs"
+
+
 @dataclass(frozen=True)
 class Podman:
     """`podman` with its own storage and containers.conf under `root`."""
 
     root: pathlib.Path
+    driver: str
 
     @classmethod
-    def at(cls, root: pathlib.Path) -> Podman:
+    def at(cls, root: pathlib.Path, driver: str | None = None) -> Podman:
+        driver = driver or storage_driver()
         root.mkdir(parents=True, exist_ok=True)
         (root / "containers.conf").write_text(CONTAINERS_CONF)
-        (root / "storage.conf").write_text(
+        (root / f"storage-{driver}.conf").write_text(
             "[storage]\n"
-            'driver = "vfs"\n'
-            f'graphroot = "{root / "storage"}"\n'
-            f'runroot = "{root / "run"}"\n'
+            f'driver = "{driver}"\n'
+            f'graphroot = "{root / ("storage-" + driver)}"\n'
+            f'runroot = "{root / ("run-" + driver)}"\n'
         )
-        return cls(root)
+        return cls(root, driver)
 
     @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "CONTAINERS_CONF": str(self.root / "containers.conf"),
-            "CONTAINERS_STORAGE_CONF": str(self.root / "storage.conf"),
+            "CONTAINERS_STORAGE_CONF": str(self.root / f"storage-{self.driver}.conf"),
             "BUILDAH_ISOLATION": "chroot",
         }
 
@@ -292,6 +306,21 @@ def build_image(podman: Podman, cache: pathlib.Path, tag: str) -> BuiltImage:
         ref=tag,
         base=base,
         build_seconds=seconds,
+        size=podman.image_size(tag),
+        base_size=podman.image_size(base.ref),
+    )
+
+
+def existing_image(podman: Podman, cache: pathlib.Path, tag: str) -> BuiltImage:
+    """The image a previous build left under `tag` (no build; for iterating on tests)."""
+    base = ensure_standin_base(podman, cache)
+    if not podman.image_exists(tag):
+        raise RuntimeError(f"no image {tag} to reuse: run once without IMAGE_TEST_REUSE")
+    return BuiltImage(
+        podman=podman,
+        ref=tag,
+        base=base,
+        build_seconds=0.0,
         size=podman.image_size(tag),
         base_size=podman.image_size(base.ref),
     )
