@@ -2,7 +2,7 @@
 as root, with the settings this kind of machine needs, in a storage of its own.
 
 Everything lives under one cache folder outside the repository (`SAGEMAKER_TFOD_CACHE`, else
-`${XDG_CACHE_HOME:-~/.cache}/sagemaker-tfod/image-test`): the container storage (vfs), the
+`${XDG_CACHE_HOME:-~/.cache}/sagemaker-tfod/image-test`): the container storage, the
 debootstrap root file system and the stand-in base image. The stand-in is the Dockerfile's own
 `tensorflow` stage built on Debian bookworm made with debootstrap (the official bases cannot be
 pulled here), tagged with a hash of its recipe: a changed recipe builds a new one, an unchanged
@@ -79,7 +79,7 @@ def ca_secret_args() -> list[str]:
 def why_podman_cannot_run() -> str | None:
     """None when this machine can build and run images the way the image test does."""
     if os.geteuid() != 0:
-        return "the image test builds and runs containers as root (vfs storage, chroot isolation)"
+        return "the image test builds and runs containers as root (podman with chroot isolation)"
     missing = [tool for tool in ("podman", "runc", "debootstrap") if not shutil.which(tool)]
     if missing:
         return f"missing {', '.join(missing)}: apt-get install podman runc debootstrap"
@@ -153,7 +153,7 @@ class Podman:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("w") as out:
             completed = subprocess.run(
-                # --layers=false: one layer per stage; vfs stores every layer as a full copy.
+                # --layers=false: one layer per stage (vfs stores every layer as a full copy).
                 self.command("build", "--layers=false", *ca_secret_args(), *args),
                 env=self.env,
                 stdout=out,
