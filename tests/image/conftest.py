@@ -40,6 +40,8 @@ TINY_PIPELINE_YAML: str = suite.TINY_PIPELINE_YAML
 TINY_HYPERPARAMETERS: dict[str, str] = suite.TINY_HYPERPARAMETERS
 
 _built: list[image_engine.BuiltImage] = []
+# Lines the tests want a person to read at the end of the run (the stop-and-resume figures).
+report_lines: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +69,8 @@ def image() -> image_engine.BuiltImage:
 def pytest_terminal_summary(terminalreporter):
     for built in _built:
         terminalreporter.write_line(f"image test: {built.summary()}")
+    for line in report_lines:
+        terminalreporter.write_line(f"image test: {line}")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import time
 
 import image_engine
 import pytest
-from conftest import TINY_HYPERPARAMETERS, make_opt_ml
+from conftest import TINY_HYPERPARAMETERS, make_opt_ml, report_lines
 
 from sagemaker_tfod.container.metrics import METRIC_DEFINITIONS, parse_metric_line
 from sagemaker_tfod.launch.image_requirements import read_excludes, required_name
@@ -120,7 +120,15 @@ def stopped_run(image, tmp_path_factory, synthetic_channel):
 
 def test_stop_is_sigterm_to_pid1_which_checkpoints_exports_and_exits_0(stopped_run):
     opt_ml, run = stopped_run
-    print(f"stop-and-resume: stop: exit code {run.returncode}, notes {run.notes}")
+    checkpoints = sorted(p.name for p in (opt_ml / "checkpoints").glob("ckpt-*.index"))
+    model = (
+        sorted(p.name for p in (opt_ml / "model").iterdir()) if (opt_ml / "model").exists() else []
+    )
+    report_lines.append(
+        f"stop: exit code {run.returncode}; PID 1 {run.notes.get('pid1')!r}; podman stop took "
+        f"{run.notes.get('stop_seconds')} s of {STOP_GRACE_SECONDS}; metric steps "
+        f"{metric_steps(run.log)}; checkpoints {checkpoints}; model/ {model}"
+    )
     assert run.notes.get("pid1", "").startswith("python3 -m sagemaker_tfod.container train")
     # Exit 137 = SIGKILL: the checkpoint and export after SIGTERM outlasted SageMaker's grace.
     assert run.returncode == 0, f"{run.notes}\n{run.log[-3000:]}"
@@ -133,11 +141,6 @@ def test_stop_is_sigterm_to_pid1_which_checkpoints_exports_and_exits_0(stopped_r
     assert (opt_ml / "checkpoints" / f"ckpt-{stopped_at}.index").is_file()
     assert_saved_model(opt_ml / "model")
     assert not (opt_ml / "output" / "failure").exists()
-    print(
-        f"stop-and-resume: stopped at step {stopped_at}; checkpoints: "
-        f"{sorted(p.name for p in (opt_ml / 'checkpoints').glob('ckpt-*.index'))}; "
-        f"model/: {sorted(p.name for p in (opt_ml / 'model').iterdir())}"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -173,16 +176,18 @@ def test_no_argument_trains_like_train(resumed_run):
 def test_restarted_container_resumes_from_the_checkpoints(resumed_run):
     opt_ml, checkpoints, run = resumed_run
     stopped_at, target = int(run.notes["stopped_at"]), int(run.notes["target"])
+    resumed = f"resuming from step {stopped_at}" in run.log
+    report_lines.append(
+        f"resume (no argument): exit code {run.returncode}; "
+        f"log says {'resuming from step ' + str(stopped_at) if resumed else 'no resume'}; "
+        f"metric steps {metric_steps(run.log)}; checkpoints "
+        f"{sorted(p.name for p in checkpoints.glob('ckpt-*.index'))}"
+    )
     assert f"resuming from step {stopped_at}" in run.log, run.log[-4000:]
     steps = metric_steps(run.log)
     assert steps[0] == stopped_at + 2 and steps[-1] == target, steps
     assert json.loads((opt_ml / "model" / "metrics.json").read_text())["step"] == target
     assert (checkpoints / f"ckpt-{target}.index").is_file()
-    print(
-        f"stop-and-resume: resume: exit code {run.returncode}, resumed from step {stopped_at}, "
-        f"metric steps {steps}, checkpoints "
-        f"{sorted(p.name for p in checkpoints.glob('ckpt-*.index'))}"
-    )
 
 
 # ---- a bad hyperparameter ---------------------------------------------------------------------
