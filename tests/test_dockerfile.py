@@ -1,7 +1,7 @@
-"""What can be checked about the image without a Docker engine.
+"""What can be checked about the image without building it (make image-test builds and runs it).
 
-hadolint passes; the lock the image installs is the one the tests use; the entrypoint resolves
-to `python -m container train`; and the build context, computed with Docker's own
+hadolint passes; the locks the image installs pin the versions the tests use; the entrypoint
+resolves to `python -m container train`; and the build context, computed with Docker's own
 .dockerignore rules, holds no credentials, git history, virtual environment or data.
 """
 
@@ -162,13 +162,14 @@ def test_build_context_of_this_tree_has_no_credentials(ignore_rules, tmp_path):
             path = (relative_folder / name).as_posix()
             if not is_excluded(path, ignore_rules):
                 context.append(path)
-    assert "requirements.lock" in context
+    assert "requirements-image.lock" in context
     assert "container/__main__.py" in context
     for path in context:
         if path.startswith("aws_credentials/"):
             assert path.endswith(".example") or path == "aws_credentials/README.md", path
         assert path.split("/")[0] in {
-            "Dockerfile", "requirements.lock", "pyproject.toml", "README.md",
+            "Dockerfile", "requirements-base.lock", "requirements-image.lock",
+            "requirements-image-excludes.txt", "pyproject.toml", "README.md",
             "container", "data_prep", "edge", "launch",
         }  # fmt: skip
 
@@ -206,27 +207,42 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_installs_the_tested_lock():
+def test_image_installs_the_tested_pins():
     instructions = dockerfile_instructions(DOCKERFILE.read_text())
-    copies = [args for keyword, args in instructions if keyword == "COPY"]
-    assert "requirements.lock /tmp/requirements.lock" in copies
+    copies = " ".join(args for keyword, args in instructions if keyword == "COPY")
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    assert re.search(r"pip install [^&]*--requirement /tmp/requirements\.lock", runs)
+    assert "requirements-base.lock /tmp/requirements-base.lock" in copies
+    assert re.search(r"pip install [^&]*--constraint /tmp/requirements-base\.lock", runs)
+    assert re.search(
+        r"pip install [^&]*--no-deps --requirement /tmp/requirements-image\.lock", runs
+    )
     assert "requirements-dev" not in DOCKERFILE.read_text()
 
-    runtime, dev = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    # Every lock pins the versions requirements.lock (the tests' runtime) pins: the image's
+    # packages are a subset of the tested set, at the tested versions.
+    runtime = _pins(ROOT / "requirements.lock")
     assert "tensorflow" in runtime
-    different = {
-        name: (version, dev.get(name))
-        for name, version in runtime.items()
-        if dev.get(name) != version
-    }
-    assert different == {}, f"requirements-dev.lock disagrees with requirements.lock: {different}"
+    for lock in ("requirements-dev.lock", "requirements-image.lock", "requirements-base.lock"):
+        pins = _pins(ROOT / lock)
+        different = {
+            name: (version, runtime[name])
+            for name, version in pins.items()
+            if name in runtime and runtime[name] != version
+        }
+        assert different == {}, f"{lock} disagrees with requirements.lock: {different}"
+    image, base = _pins(ROOT / "requirements-image.lock"), _pins(ROOT / "requirements-base.lock")
+    assert set(image) <= set(runtime)
+    assert {name for name in base if not name.startswith("nvidia-")} <= set(image)
+    assert "tf-models-official" in image and "pandas" not in image
 
-    # The base image's TensorFlow is the locked one (for both the GPU and the CPU variant).
-    (base,) = [args for keyword, args in instructions if keyword == "ARG" and "BASE_IMAGE=" in args]
-    tag = base.split("=", 1)[1].split(":")[1]
-    assert tag.split("-")[0] == runtime["tensorflow"]
+
+def test_the_excluded_packages_are_out_of_the_image_lock():
+    from sagemaker_tfod.launch.image_requirements import read_excludes
+
+    excluded = read_excludes((ROOT / "requirements-image-excludes.txt").read_text())
+    assert {"kaggle", "tensorflow-text", "google-api-python-client"} <= excluded
+    assert excluded.isdisjoint(_pins(ROOT / "requirements-image.lock"))
+    assert excluded <= set(_pins(ROOT / "requirements.lock"))  # each one is a real dependency
 
 
 def test_no_caches_or_build_tools_left_behind():
@@ -235,9 +251,22 @@ def test_no_caches_or_build_tools_left_behind():
     for run in runs:
         if "pip install" in run:
             assert "--no-cache-dir" in run
-        assert not re.search(r"apt-get install|build-essential|gcc|g\+\+", run)
+        if "apt-get install" in run:
+            assert "--no-install-recommends" in run and "rm -rf /var/lib/apt/lists/*" in run
+        assert not re.search(r"build-essential|gcc|g\+\+|python3-dev", run)
     env = " ".join(args for keyword, args in instructions if keyword == "ENV")
     assert "PYTHONUNBUFFERED=1" in env
+
+
+def test_ca_bundle_enters_the_build_only_as_a_secret():
+    text = DOCKERFILE.read_text()
+    for keyword, args in dockerfile_instructions(text):
+        # Every pip install that reaches an index (the project's own needs none).
+        if keyword == "RUN" and "pip install" in args and "--no-build-isolation" not in args:
+            assert "--mount=type=secret,id=pip-ca," in args
+        if keyword in {"COPY", "ADD"}:
+            assert not re.search(r"\.(crt|pem)\b", args)
+    assert not re.search(r"^ENV .*(PIP_CERT|SSL_CERT_FILE|REQUESTS_CA_BUNDLE)", text, re.M)
 
 
 def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
@@ -273,3 +302,48 @@ def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m container")
+
+
+# ---- launch/image_requirements.py, the build step that prunes installed requirements ---------
+
+METADATA = """\
+Metadata-Version: 2.1
+Name: tf-models-official
+Version: 2.20.0
+Requires-Dist: six
+Requires-Dist: kaggle>=1.3.9
+Requires-Dist: tf_slim>=1.1.0
+Requires-Dist: Cython
+Requires-Dist: tensorflow~=2.20.0
+Requires-Dist: pyarrow; extra == "arrow"
+Summary: keep: Requires-Dist: kaggle in a description is not a requirement
+
+Requires-Dist: kaggle in the body is text
+"""
+
+
+def test_prune_requires_dist_removes_exactly_the_excluded_names():
+    from sagemaker_tfod.launch.image_requirements import prune_requires_dist, read_excludes
+
+    excluded = read_excludes(
+        '# comment\nkaggle ; sys_platform == "never"\ntf-slim\ncython  # why\npyarrow\n'
+    )
+    assert excluded == {"kaggle", "tf-slim", "cython", "pyarrow"}
+    pruned, removed = prune_requires_dist(METADATA, excluded)
+    assert removed == {"kaggle", "tf-slim", "cython", "pyarrow"}
+    requires = [line for line in pruned.splitlines() if line.startswith("Requires-Dist:")]
+    assert requires == [
+        "Requires-Dist: six",
+        "Requires-Dist: tensorflow~=2.20.0",
+        "Requires-Dist: kaggle in the body is text",  # after the headers: left alone
+    ]
+    assert "Summary: keep" in pruned
+
+
+def test_image_requirements_refuses_a_name_no_package_requires(tmp_path, caplog):
+    from sagemaker_tfod.launch.image_requirements import main
+
+    excludes = tmp_path / "excludes.txt"
+    excludes.write_text('no-such-package-xyz ; sys_platform == "never"\n')
+    assert main([str(excludes)]) == 1
+    assert "no-such-package-xyz" in caplog.text
