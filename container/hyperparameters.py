@@ -78,11 +78,26 @@ class Hyperparameters:
         _validate(self)
 
     def __str__(self) -> str:
-        """`model=... num_steps=2000 batch_size=preset ...`: one readable log line."""
-        return " ".join(
-            f"{f.name}={_format_value(f.name, getattr(self, f.name))}"
-            for f in dataclasses.fields(self)
-        )
+        return self.render()
+
+    def render(self, preset: Any = None) -> str:
+        """`model=... num_steps=2000 batch_size=16 ...`: the settings as one log line; the
+        preset's values (and the derived ones) fill in what was left unset."""
+        resolved = {
+            "warmup_steps": self.resolved_warmup_steps,
+            "checkpoint_interval_steps": self.resolved_checkpoint_interval_steps,
+        }
+        if preset is not None:
+            resolved.update({name: getattr(preset, name) for name in PRESET_FIELDS})
+        values = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                value = resolved.get(f.name)
+            if value is None:
+                value = "preset" if f.name in PRESET_FIELDS else "auto"
+            values.append(f"{f.name}={_format_default(value)}")
+        return " ".join(values)
 
     @property
     def resolved_warmup_steps(self) -> int:
@@ -155,12 +170,6 @@ def unquote_json_string(text: str) -> str:
 def _base_type(annotation: Any) -> str:
     text = str(annotation)
     return text.replace(" | None", "").replace("typing.Optional[", "").rstrip("]")
-
-
-def _format_value(name: str, value: Any) -> str:
-    if value is None:
-        return "preset" if name in PRESET_FIELDS else "auto"
-    return _format_default(value)
 
 
 def _format_default(value: Any) -> str:

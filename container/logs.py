@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sagemaker_tfod.data_prep.console import LOG_LEVEL_ENV, LOG_LEVELS
+from sagemaker_tfod.data_prep.console import LOG_LEVEL_ENV, LOG_LEVELS, ShortNames
 
 HYPERPARAMETER = "log_level"
 PROJECT_LOGGER = "sagemaker_tfod"
@@ -105,17 +105,6 @@ class ChatterToDebug(logging.Filter):
                 return False
             record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return True
-
-
-class ShortNames(logging.Formatter):
-    """`training:` for the project's `sagemaker_tfod.container.training`; others as named."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        name = record.name
-        record.short_name = (
-            name.rsplit(".", 1)[-1] if name.startswith(PROJECT_LOGGER + ".") else name
-        )
-        return super().format(record)
 
 
 def resolve_level(

@@ -4,7 +4,8 @@
   console script, `python -m edge` (or `python -m sagemaker_tfod.edge`) from a module run.
 - `missing_extra_message`: a missing optional package as one line naming the pip extra that
   installs it, instead of a traceback (each place the code runs installs only its extra).
-- `log_level`: `--verbose` or `TFOD_LOG_LEVEL=debug` turn on DEBUG, where framework chatter goes.
+- `log_level`: `--verbose` or `TFOD_LOG_LEVEL=debug` turn on DEBUG, where framework chatter goes;
+  `ShortNames` writes the project's loggers by their last name (`s3_sync:`, `training:`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,12 @@ def log_level(verbose: bool = False, environ: dict[str, str] | None = None) -> i
         return logging.DEBUG
     value = (os.environ if environ is None else environ).get(LOG_LEVEL_ENV, "")
     return LOG_LEVELS.get(value.strip().lower(), logging.INFO)
+
+
+class ShortNames(logging.Formatter):
+    """`%(short_name)s`: `training` for `sagemaker_tfod.container.training`; others in full."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name
+        record.short_name = name.rsplit(".", 1)[-1] if name.startswith("sagemaker_tfod.") else name
+        return super().format(record)

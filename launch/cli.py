@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sagemaker_tfod.data_prep.console import log_level, prog_name
+from sagemaker_tfod.data_prep.console import ShortNames, log_level, prog_name
 from sagemaker_tfod.launch import s3_sync, settings
 from sagemaker_tfod.launch.commands import COMMANDS, TRAIN_SETTINGS
 from sagemaker_tfod.launch.errors import LaunchError
@@ -244,10 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = log_level(args.verbose)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(ShortNames("%(asctime)s %(levelname)s %(short_name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if level > logging.DEBUG:  # botocore's own INFO chatter (credential source) is noise here
         logging.getLogger("botocore").setLevel(logging.WARNING)
     try:

@@ -185,16 +185,67 @@ def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
+@dataclass(frozen=True)
+class Board:
+    """A Raspberry Pi model as emulated: qemu's CPU and what /proc/cpuinfo says about it."""
+
+    qemu_cpu: str
+    model: str
+    part: str  # MIDR part number
+    variant: str
+    revision: int
+    features: str
+
+    def proc_cpuinfo(self, cpus: int) -> str:
+        block = (
+            "processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: {variant}\n"
+            "CPU part\t: {part}\nCPU revision\t: {revision}\n\n"
+        )
+        blocks = "".join(
+            block.format(
+                n=n,
+                features=self.features,
+                variant=self.variant,
+                part=self.part,
+                revision=self.revision,
+            )
+            for n in range(cpus)
+        )
+        return f"{blocks}Model\t\t: {self.model}\n"
+
+
+BOARDS = {
+    "cortex-a72": Board(
+        "cortex-a72", "Raspberry Pi 4 Model B", "0xd08", "0x0", 3, "fp asimd evtstrm crc32 cpuid"
+    ),
+    "cortex-a76": Board(
+        "cortex-a76",
+        "Raspberry Pi 5 Model B",
+        "0xd0b",
+        "0x4",
+        1,
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc "
+        "dcpop asimddp",
+    ),
+}
+
+
 def run_in_root(
     root: pathlib.Path,
     work: pathlib.Path,
     command: list[str],
     *,
+    cpu: str = "cortex-a72",
     pip_cache: pathlib.Path | None = None,
     environment: dict[str, str] | None = None,
     timeout: float = 1800,
 ) -> subprocess.CompletedProcess:
-    """Run `command` in `root` (read-only) with `work` at /pi, under qemu via binfmt."""
+    """Run `command` in `root` (read-only) with `work` at /pi, under qemu via binfmt, as the
+    Raspberry Pi whose CPU is `cpu` (a key of BOARDS)."""
+    board = BOARDS[cpu]
+    cpus = os.cpu_count() or 1
+    environment = {"QEMU_CPU": board.qemu_cpu, **(environment or {})}
     pip_cache = pip_cache or cache_dir() / "pip-cache"
     pip_cache.mkdir(parents=True, exist_ok=True)
     (work / "home").mkdir(parents=True, exist_ok=True)
@@ -207,6 +258,15 @@ def run_in_root(
         f"mount -t proc proc {r}/proc",
         f"mount --rbind /dev {r}/dev",
         f"mount -t tmpfs tmpfs {r}/tmp",
+        # What XNNPACK's CPU probe (cpuinfo) reads on a Pi: without it, XNNPACK does not start
+        # and TFLite silently runs its slower built-in kernels; the x86 host's own files
+        # crash it. The instruction set itself is qemu's (QEMU_CPU).
+        f"mount -t tmpfs -o size=1m tmpfs {r}/sys",
+        f"mkdir -p {r}/sys/devices/system/cpu",
+        f"echo 0-{cpus - 1} > {r}/sys/devices/system/cpu/possible",
+        f"echo 0-{cpus - 1} > {r}/sys/devices/system/cpu/present",
+        f"printf %s {q(board.proc_cpuinfo(cpus))} > {r}/tmp/.cpuinfo",
+        f"mount --bind {r}/tmp/.cpuinfo {r}/proc/cpuinfo",
         f"mount --bind {q(str(work))} {r}{WORK_MOUNT}",
         f"mount --bind {q(str(pip_cache))} {r}{PIP_CACHE_MOUNT}",
         f"mount -o bind,ro /etc/resolv.conf {r}/etc/resolv.conf",

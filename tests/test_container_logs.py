@@ -238,6 +238,19 @@ def test_log_level_hyperparameter_is_validated():
         parse_hyperparameters({"log_level": "loud"})
 
 
+def test_the_hyperparameter_line_shows_resolved_values():
+    from sagemaker_tfod.container.hyperparameters import parse_hyperparameters
+    from sagemaker_tfod.container.presets import get_preset
+
+    hp = parse_hyperparameters({"num_steps": "100", "batch_size": "4"})
+    line = hp.render(get_preset(hp.model))
+    assert line.startswith("model=retinanet_mobilenetv2_fpnlite_320 num_steps=100 batch_size=4 ")
+    assert " image_size=320 learning_rate=0.04 warmup_steps=10 " in line
+    assert " checkpoint_interval_steps=500 " in line and " eval_interval_steps=auto " in line
+    assert "\n" not in line and "None" not in line
+    assert " image_size=preset " in str(hp)  # without the preset
+
+
 # ---- Real runs: quiet and debug on the same channel, and a TensorFlow failure ----
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ([\w.]+): (.*)$")
@@ -259,7 +272,8 @@ CHATTER_MARKERS = (
 
 
 def _template(message: str) -> str:
-    """A line with its numbers, paths and temporary names blurred, to compare two runs."""
+    """A line with its numbers, paths and the log level blurred, to compare two runs."""
+    message = re.sub(r"log[_ ]level.*", "log level", message)  # what the runs differ in
     return re.sub(r"/\S+|\d+(\.\d+)?(e-?\d+)?", "#", message)
 
 

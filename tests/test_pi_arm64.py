@@ -131,7 +131,7 @@ def _write_video(path: pathlib.Path, images: list[pathlib.Path]) -> None:
 
 def _in_root(root, work, command: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     completed = arm64_root.run_in_root(
-        root, work, ["sh", "-c", command], environment={"QEMU_CPU": PI_CPU}, timeout=timeout
+        root, work, ["sh", "-c", command], cpu=PI_CPU, timeout=timeout
     )
     assert completed.returncode == 0, (
         f"{command}\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
@@ -231,7 +231,7 @@ def test_detect_on_images_and_a_video_matches_x86(root, work, pi_venv, model_nam
         str(work / "clip.mp4"),
     )
     started = time.monotonic()
-    _in_root(
+    detected = _in_root(
         root,
         work,
         f"cd /pi && /pi/venv/bin/tfod-edge detect --model /pi/model/{model_name} "
@@ -239,21 +239,36 @@ def test_detect_on_images_and_a_video_matches_x86(root, work, pi_venv, model_nam
         "/pi/images /pi/clip.mp4",
     )
     seconds = time.monotonic() - started
+    # XNNPACK runs, as on a Pi (without a CPU it recognises, TFLite silently falls back to
+    # its slower built-in kernels, whose int8 results differ from x86's).
+    assert "Created TensorFlow Lite XNNPACK delegate for CPU" in detected.stderr
+    assert "Error in cpuinfo" not in detected.stderr, detected.stderr
     x86 = _detections_by_frame(work / f"x86-{stem}.json")
     arm64 = _detections_by_frame(work / f"arm64-{stem}.json")
     assert sum(1 for key in x86 if key[1] >= 0) == VIDEO_FRAMES
-    result = compare_detections(x86, arm64)
-    print(
-        f"\npi-test: {model_name} on {len(x86)} images and frames ({PI_CPU}, {seconds:.0f} s "
-        f"emulated): {result['pairs']} detections paired, max box difference "
-        f"{result['box_px']:.2f} px, max score difference {result['score']:.4f}"
-    )
-    assert result["pairs"] >= 8, "too few confident detections for the comparison to mean much"
-    assert result["unpaired"] == []
-    assert result["box_px"] <= BOX_TOLERANCE_PX
-    assert result["score"] <= SCORE_TOLERANCE
-    drawn = sorted(p.name for p in (work / f"drawn-{stem}").iterdir())
-    assert "clip.mp4" in drawn and len(drawn) == 9
+    # Images are decoded by Pillow (libjpeg-turbo, exact on both); video frames by each
+    # platform's own OpenCV/FFmpeg build, so they are reported apart.
+    results = {
+        part: compare_detections(
+            {k: v for k, v in x86.items() if (k[1] >= 0) == is_video},
+            {k: v for k, v in arm64.items() if (k[1] >= 0) == is_video},
+        )
+        for part, is_video in (("images", False), ("video frames", True))
+    }
+    for part, result in results.items():
+        print(
+            f"\npi-test: {model_name}, {part} ({PI_CPU}): {result['pairs']} detections paired, "
+            f"max box difference {result['box_px']:.2f} px, max score difference "
+            f"{result['score']:.4f}"
+        )
+    print(f"pi-test: {model_name}: detect on arm64 took {seconds:.0f} s (emulated)")
+    for part, result in results.items():
+        assert result["pairs"] >= 4, f"{part}: too few confident detections to compare"
+        assert result["unpaired"] == [], part
+        assert result["box_px"] <= BOX_TOLERANCE_PX, part
+        assert result["score"] <= SCORE_TOLERANCE, part
+    drawn = sorted(p.name for p in (work / f"drawn-{stem}").rglob("*") if p.is_file())
+    assert "clip.mp4" in drawn and len(drawn) == 9, drawn
 
 
 def test_benchmark_runs_on_arm64(root, work, pi_venv):
