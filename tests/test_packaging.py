@@ -226,7 +226,7 @@ def test_the_base_install_gives_every_console_command(built_wheel, tmp_path):
         assert completed.stdout.startswith(f"usage: {command} "), completed.stdout[:200]
     for command, needs, extra in (
         ("tfod-launch", "boto3", "host"),
-        ("tfod-container", "tensorflow", "train"),
+        ("tfod-container", "tf-models-official", "train"),  # presets import it first
     ):
         completed = _run(bin_dir, command, "--help", cwd=tmp_path)
         assert completed.returncode != 0
