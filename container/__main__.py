@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["train"],
         help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging: TensorFlow's and Model Garden's own messages too (as the "
+        "hyperparameter log_level=debug or TFOD_LOG_LEVEL=debug)",
+    )
     try:
         args = parser.parse_args(argv)
     except ModuleNotFoundError as error:  # TensorFlow and Model Garden: the 'train' extra
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigFileError:  # reported by the job, with the failure file
         raw_hyperparameters = None
     level, source = logs.resolve_level(raw_hyperparameters, os.environ)
+    if args.verbose:
+        level, source = logging.DEBUG, "--verbose"
     logs.configure_logging(level, native=True)
     logger.info(
         "SageMaker base dir: %s; log level %s (%s)%s",
