@@ -50,6 +50,7 @@ wheel: $(STAMP)  ## build dist/sagemaker_tf_object_detection-*.whl (on a Pi: pip
 # Needs root (binfmt, chroot). The arm64 root is cached in ~/.cache/sagemaker-tfod/arm64-root
 # (TFOD_ARM64_ROOT_CACHE); TFOD_PI_CPU=cortex-a76 emulates a Pi 5 instead of a Pi 4.
 pi-test: wheel  ## the wheel's [pi] extra on the Pi's platform (bookworm arm64 under qemu) vs x86
+	$(PY) -m tests.arm64_root
 	TFOD_PI_WHEEL=$$(ls dist/*.whl) $(PY) -m pytest --arm64 -s tests/test_pi_arm64.py
 
 lock:  ## re-resolve requirements*.in into the lock files

@@ -29,7 +29,10 @@ import pytest
 from tests import arm64_root
 from tests.conftest import REPO, TINY_PIPELINE_YAML, build_wheel, make_base_dir, run_container
 
-pytestmark = [pytest.mark.slow, pytest.mark.arm64]
+# The first test also waits for the module's setup: on a cold machine the root (debootstrap
+# under qemu), the training run and the emulated pip install, each several minutes on a busy
+# 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.arm64, pytest.mark.timeout(3600)]
 
 # A tiny model (the tests' narrowed MobileNetV2 at 64 px), trained long enough to find the
 # synthetic shapes and to keep its int8 file (the one a Pi runs) through the 97% AP50 gate.
