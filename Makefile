@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: install test lint format demo lock lock-check clean help build push smoke image-test
+.PHONY: install test lint format demo lock lock-check clean help build push smoke image-test wheel pi-test
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,17 @@ demo: $(STAMP)  ## synthetic shapes -> channel -> train the default preset on CP
 	$(PY) -m data_prep stats $(DEMO_DIR)/channel
 	$(PY) -m container.demo --channel $(DEMO_DIR)/channel --base-dir $(DEMO_DIR)/opt_ml \
 		--detect-images $(DEMO_DIR)/voc/images --detections-dir $(DEMO_DIR)/detections
+
+wheel: $(STAMP)  ## build dist/sagemaker_tf_object_detection-*.whl (on a Pi: pip install 'WHEEL[pi]')
+	rm -rf build dist
+	$(PY) -m pip wheel --no-deps --quiet -w dist .
+	@ls dist/*.whl
+
+# Needs root (binfmt, chroot). The arm64 root is cached in ~/.cache/sagemaker-tfod/arm64-root
+# (TFOD_ARM64_ROOT_CACHE); TFOD_PI_CPU=cortex-a76 emulates a Pi 5 instead of a Pi 4.
+pi-test: wheel  ## the wheel's [pi] extra on the Pi's platform (bookworm arm64 under qemu) vs x86
+	$(PY) -m tests.arm64_root
+	TFOD_PI_WHEEL=$$(ls dist/*.whl) $(PY) -m pytest --arm64 -s tests/test_pi_arm64.py
 
 LOCK_COMPILE = $(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
@@ -107,5 +118,5 @@ smoke: $(STAMP)  ## run IMAGE train on a synthetic channel mounted at /opt/ml (G
 image-test: $(STAMP)  ## build the Dockerfile with podman (root) on a cached stand-in base, run it as SageMaker does
 	$(PY) -m pytest tests/image --timeout 3600 -p no:cacheprovider
 
-clean:  ## remove the virtual environment and demo output
-	rm -rf $(VENV) $(DEMO_DIR)
+clean:  ## remove the virtual environment, demo output and built wheels
+	rm -rf $(VENV) $(DEMO_DIR) build dist

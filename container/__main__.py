@@ -13,10 +13,16 @@ import os
 import sys
 import traceback
 
+from sagemaker_tfod.container import logs
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import describe
-from sagemaker_tfod.container.presets import PRESETS
-from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
+from sagemaker_tfod.container.sagemaker_env import (
+    BASE_DIR_ENV,
+    DEFAULT_BASE_DIR,
+    ConfigFileError,
+    SageMakerEnv,
+)
+from sagemaker_tfod.data_prep.console import missing_extra_message, prog_name
 from sagemaker_tfod.data_prep.files import atomic_write_text
 
 logger = logging.getLogger("sagemaker_tfod.container")
@@ -26,6 +32,9 @@ EXIT_INTERNAL_ERROR = 2
 
 
 def _epilog() -> str:
+    # Imported here: the presets import TensorFlow, which must start after logging is set up.
+    from sagemaker_tfod.container.presets import PRESETS
+
     rows = "\n".join(
         f"  {name:27} {kind:5} {default:34} {meaning}"
         for name, kind, default, meaning in describe()
@@ -38,33 +47,12 @@ def _epilog() -> str:
     )
 
 
-def is_orbit_progress(record: logging.LogRecord) -> bool:
-    """Orbit's per-loop `train | step: ...` / `eval | step: ...` messages (logged via absl):
-    the `metric` and `progress` lines of container.training replace them."""
-    path = record.pathname.replace("\\", "/")
-    if record.levelno != logging.INFO or not path.endswith("orbit/controller.py"):
-        return False
-    return record.getMessage().lstrip().startswith(("train | step:", "eval | step:"))
-
-
-def configure_logging() -> None:
-    """Timestamped lines on stdout (SageMaker's log stream), each message once, and one
-    progress line per interval.
-
-    Orbit prints each message and also logs it through absl; `training.orbit_prints_dropped`
-    drops the printed copy and this filter the per-loop progress dumps.
-    """
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
-    logging.getLogger("absl").addFilter(lambda record: not is_orbit_progress(record))
-    # TensorFlow, imported with the presets before this runs, found no root handler and gave
-    # its own logger a stderr handler: without this every TensorFlow message appears twice.
-    tensorflow_logger = logging.getLogger("tensorflow")
-    for handler in tensorflow_logger.handlers[:]:
-        tensorflow_logger.removeHandler(handler)
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        # The table of presets imports TensorFlow: only for --help, so that a job's logging
+        # is set up before TensorFlow starts.
+        self.epilog = _epilog()
+        return super().format_help()
 
 
 def write_failure(env: SageMakerEnv, message: str) -> None:
@@ -106,10 +94,9 @@ def train(env: SageMakerEnv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m container",
+    parser = _Parser(
+        prog=prog_name("container"),
         description="SageMaker training container for Model Garden RetinaNet object detection.",
-        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -119,11 +106,37 @@ def main(argv: list[str] | None = None) -> int:
         choices=["train"],
         help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
     )
-    args = parser.parse_args(argv)
-    configure_logging()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging: TensorFlow's and Model Garden's own messages too (as the "
+        "hyperparameter log_level=debug or TFOD_LOG_LEVEL=debug)",
+    )
+    try:
+        args = parser.parse_args(argv)
+    except ModuleNotFoundError as error:  # TensorFlow and Model Garden: the 'train' extra
+        message = missing_extra_message(error, prog_name("container"))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
     env = SageMakerEnv.from_environ()
-    logger.info("SageMaker base dir: %s", env.base_dir)
+    try:
+        raw_hyperparameters = env.read_hyperparameters()
+    except ConfigFileError:  # reported by the job, with the failure file
+        raw_hyperparameters = None
+    level, source = logs.resolve_level(raw_hyperparameters, os.environ)
+    if args.verbose:
+        level, source = logging.DEBUG, "--verbose"
+    logs.configure_logging(level, native=True)
+    logger.info(
+        "SageMaker base dir: %s; log level %s (%s)%s",
+        env.base_dir,
+        logging.getLevelName(level).lower(),
+        source,
+        "" if level <= logging.DEBUG else "; log_level=debug shows TensorFlow's own messages",
+    )
     if args.command == "train":
         return train(env)
     return EXIT_INTERNAL_ERROR

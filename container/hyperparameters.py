@@ -18,6 +18,7 @@ from sagemaker_tfod.container.errors import UserError
 DEFAULT_MODEL = "retinanet_mobilenetv2_fpnlite_320"
 INFERENCE_TYPES = ("FLOAT", "QUANTIZED_UINT8", "INT8")
 INIT_CHECKPOINT_MODULES = ("all", "backbone", "none")
+LOG_LEVELS = ("info", "debug")
 # Fields whose unset value comes from the preset (the others' `None` is derived, see help).
 PRESET_FIELDS = ("batch_size", "image_size", "learning_rate")
 _TRUE = {"true", "1", "yes", "on"}
@@ -67,9 +68,36 @@ class Hyperparameters:
         "QUANTIZED_UINT8 or INT8 (model_int8.tflite, full integer)",
     )
     calibration_samples: int = _hp(100, "images used to calibrate full-integer TFLite")
+    log_level: str = _hp(
+        "info",
+        "info (configuration, progress, metrics, results, warnings) or debug (adds TensorFlow's "
+        "and Model Garden's own messages); env TFOD_LOG_LEVEL when unset",
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self, preset: Any = None) -> str:
+        """`model=... num_steps=2000 batch_size=16 ...`: the settings as one log line; the
+        preset's values (and the derived ones) fill in what was left unset."""
+        resolved = {
+            "warmup_steps": self.resolved_warmup_steps,
+            "checkpoint_interval_steps": self.resolved_checkpoint_interval_steps,
+        }
+        if preset is not None:
+            resolved.update({name: getattr(preset, name) for name in PRESET_FIELDS})
+        values = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                value = resolved.get(f.name)
+            if value is None:
+                value = "preset" if f.name in PRESET_FIELDS else "auto"
+            values.append(f"{f.name}={_format_default(value)}")
+        return " ".join(values)
 
     @property
     def resolved_warmup_steps(self) -> int:
@@ -116,8 +144,9 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
     # Choices are matched case-insensitively: `int8`, `Backbone`.
     if isinstance(values.get("inference_type"), str):
         values["inference_type"] = values["inference_type"].upper()
-    if isinstance(values.get("init_checkpoint_modules"), str):
-        values["init_checkpoint_modules"] = values["init_checkpoint_modules"].lower()
+    for name in ("init_checkpoint_modules", "log_level"):
+        if isinstance(values.get(name), str):
+            values[name] = values[name].lower()
     try:
         return Hyperparameters(**values)
     except ValueError as error:
@@ -211,6 +240,10 @@ def _validate(hp: Hyperparameters) -> None:
         hp.init_checkpoint_modules in INIT_CHECKPOINT_MODULES,
         f"init_checkpoint_modules={hp.init_checkpoint_modules!r} must be one of "
         f"{', '.join(INIT_CHECKPOINT_MODULES)}",
+    )
+    require(
+        hp.log_level in LOG_LEVELS,
+        f"log_level={hp.log_level!r} must be one of {', '.join(LOG_LEVELS)}",
     )
     require(
         hp.inference_type in INFERENCE_TYPES,

@@ -103,7 +103,7 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
     channel = channel_lib.read_channel(env.training_dir)
     hp = resolve_hyperparameters(env, channel)
     preset = get_preset(hp.model)
-    logger.info("hyperparameters: %s", hp)
+    logger.info("hyperparameters: %s", hp.render(preset))
 
     check_not_stopped(stop_flag)
     train_summary = channel_lib.scan_split(channel.train_shards)

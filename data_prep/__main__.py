@@ -11,11 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
+from sagemaker_tfod.data_prep.console import log_level, missing_extra_message, prog_name
+
 log = logging.getLogger("sagemaker_tfod.data_prep")
 
 _EPILOG = """typical use:
-  python -m data_prep build path/to/voc_folder path/to/channel
-  python -m data_prep stats path/to/channel
+  {prog} build path/to/voc_folder path/to/channel
+  {prog} stats path/to/channel
 """
 
 
@@ -149,14 +151,17 @@ def _add_common_build_flags(parser: argparse.ArgumentParser, split_flags: bool) 
 
 
 def make_parser() -> argparse.ArgumentParser:
+    prog = prog_name("data_prep")
     parser = argparse.ArgumentParser(
-        prog="python -m data_prep",
+        prog=prog,
         description="Turn labelImg / VoTT / CVAT (Pascal VOC), CSV or COCO annotations into a "
         "TFRecord training channel; no TensorFlow needed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_EPILOG,
+        epilog=_EPILOG.format(prog=prog),
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (also TFOD_LOG_LEVEL=debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build_command(sub)
     _add_synth_command(sub)
@@ -342,9 +347,7 @@ def _add_stats_command(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=log_level(args.verbose), format="%(levelname)s %(message)s")
     from sagemaker_tfod.data_prep.errors import DataPrepError
 
     try:
@@ -363,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:  # an optional package of another extra
+        message = missing_extra_message(error, f"{prog_name('data_prep')} {args.command}")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

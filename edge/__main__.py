@@ -1,7 +1,9 @@
-"""`python -m edge detect|benchmark|evaluate`: the Raspberry Pi side.
+"""`tfod-edge detect|benchmark|evaluate` (or `python -m edge`): the Raspberry Pi side.
 
-detect and benchmark need only numpy, Pillow and a TFLite runtime (OpenCV for video and
-cameras); evaluate adds pycocotools, and TensorFlow only for SavedModels and frozen graphs.
+detect and benchmark need only numpy, Pillow and a TFLite runtime (OpenCV for video files and
+USB cameras, picamera2 for the Pi camera module); evaluate adds pycocotools, and TensorFlow
+only for SavedModels and frozen graphs. `pip install 'sagemaker-tf-object-detection[pi]'`
+installs all but picamera2 (apt) and TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.console import log_level, missing_extra_message, prog_name
 from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_text
 from sagemaker_tfod.edge.errors import EdgeError
 from sagemaker_tfod.edge.labels import check_label_index, read_labels
@@ -38,12 +41,12 @@ def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
     """Where each source's annotated image or video goes: its path relative to the folder
     all file inputs share (so `a/x.jpg` and `b/x.jpg` stay apart), `.jpg`/`.png` kept, other
     images as `.jpg`, videos and cameras as `.mp4`; a name still taken gets `-2`, `-3`, ..."""
-    files = [pathlib.Path(s.location).resolve() for s in sources if s.kind != "camera"]
+    files = [pathlib.Path(s.location).resolve() for s in sources if not s.is_camera]
     common = pathlib.Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
     taken: set[pathlib.Path] = set()
     paths = []
     for source in sources:
-        if source.kind == "camera":
+        if source.is_camera:
             relative, suffix = pathlib.Path(source.name), ".mp4"
         else:
             location = pathlib.Path(source.location).resolve()
@@ -64,7 +67,7 @@ def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
 def run_detect(args: argparse.Namespace) -> int:
     from sagemaker_tfod.edge.detect import above, open_detector
     from sagemaker_tfod.edge.draw import draw_detections
-    from sagemaker_tfod.edge.sources import expand_inputs, frames, open_capture, read_image
+    from sagemaker_tfod.edge.sources import expand_inputs, frames, open_frames, read_image
 
     sources = expand_inputs(args.inputs)
     labels = read_labels(args.labels, args.model)
@@ -93,22 +96,22 @@ def run_detect(args: argparse.Namespace) -> int:
                 _write_image(target, draw_detections(image, detections, labels))
             emit({"input": source.location, "detections": [d.as_dict(labels) for d in detections]})
             continue
-        capture = open_capture(source)
+        frame_source = open_frames(source)
         writer, started = None, time.monotonic()
         # The video goes to a temporary name beside the target (same extension, which
         # cv2.VideoWriter needs) and is renamed once released; on an error it is removed.
-        # The stack unwinds in reverse: writer released, then renamed, then capture released.
+        # The stack unwinds in reverse: writer released, then renamed, then the source closed.
         with contextlib.ExitStack() as stack:
-            stack.callback(capture.release)
+            stack.callback(frame_source.close)
             try:
-                for number, frame in enumerate(frames(capture, args.max_frames)):
+                for number, frame in enumerate(frames(frame_source, args.max_frames)):
                     detections = detect_above_threshold(frame)
                     if not args.no_images:
                         import cv2
 
                         if writer is None:
                             temporary = stack.enter_context(atomic_output_path(target))
-                            writer = _video_writer(temporary, frame, capture)
+                            writer = _video_writer(temporary, frame, frame_source.fps)
                             stack.callback(writer.release)
                         drawn = draw_detections(frame, detections, labels)
                         writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
@@ -131,10 +134,9 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _video_writer(path: pathlib.Path, frame, capture):
+def _video_writer(path: pathlib.Path, frame, fps: float):
     import cv2
 
-    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     height, width = frame.shape[:2]
     return cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 15.0, (width, height)
@@ -219,7 +221,10 @@ def score_threshold(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m edge", description=__doc__.splitlines()[0], allow_abbrev=False
+        prog=prog_name("edge"), description=__doc__.splitlines()[0], allow_abbrev=False
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (also TFOD_LOG_LEVEL=debug)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -230,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     detect.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image, folder, video or camera index"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image, folder, video file, USB camera index (0, 1, ...) or picam (picam:1) for "
+        "the Raspberry Pi camera module",
     )
     detect.add_argument(
         "--model", type=pathlib.Path, required=True, help=".tflite, SavedModel or .pb"
@@ -293,13 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+        level=log_level(args.verbose),
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
     )
     handlers = {"detect": run_detect, "benchmark": run_benchmark, "evaluate": run_evaluate}
     try:
         return handlers[args.command](args)
     except EdgeError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:  # a package of the 'pi' extra is not installed
+        message = missing_extra_message(error, f"{prog_name('edge')} {args.command}")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

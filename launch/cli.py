@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sagemaker_tfod.data_prep.console import ShortNames, log_level, prog_name
 from sagemaker_tfod.launch import s3_sync, settings
 from sagemaker_tfod.launch.commands import COMMANDS, TRAIN_SETTINGS
 from sagemaker_tfod.launch.errors import LaunchError
@@ -52,7 +53,9 @@ def _common() -> argparse.ArgumentParser:
         help=f"settings file (default: ./{settings.DEFAULT_CONFIG_FILE} when present)",
     )
     _add_setting(common, "region")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging (also TFOD_LOG_LEVEL=debug)"
+    )
     return common
 
 
@@ -226,7 +229,7 @@ SUBPARSERS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m launch",
+        prog=prog_name("launch"),
         description="Ship the training image and data to AWS and run SageMaker training jobs. "
         "Settings: flag > LAUNCH_<NAME> environment variable > launch.toml > default. "
         "Credentials come from boto3's chain (see aws_credentials/README.md).",
@@ -240,11 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:  # botocore's own INFO chatter (credential source) is noise here
+    level = log_level(args.verbose)
+    handler = logging.StreamHandler()
+    handler.setFormatter(ShortNames("%(asctime)s %(levelname)s %(short_name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    if level > logging.DEBUG:  # botocore's own INFO chatter (credential source) is noise here
         logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)

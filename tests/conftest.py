@@ -140,3 +140,54 @@ def trained_run(synthetic_channel, tmp_path_factory) -> TrainedRun:
     if run.returncode != 0:
         pytest.fail(f"the shared training run failed ({run.returncode}):\n{run.log[-4000:]}")
     return run
+
+
+# What the wheel is built from (pyproject.toml names README.md as the long description).
+WHEEL_SOURCES = ("container", "data_prep", "edge", "launch", "pyproject.toml", "README.md")
+
+
+def build_wheel(out: pathlib.Path) -> pathlib.Path:
+    """The project's wheel, built by pip with the real build backend from a copy of the
+    sources (setuptools' build/ folder in the checkout could hold deleted modules)."""
+    source = out / "source"
+    source.mkdir(parents=True)
+    for name in WHEEL_SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(
+                REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(REPO / name, source / name)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (built,) = out.glob("*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> pathlib.Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--arm64",
+        action="store_true",
+        help="run the tests on the Raspberry Pi's platform too (tests/test_pi_arm64.py, "
+        "as `make pi-test` does); without it they are deselected",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--arm64"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("arm64")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("arm64")]

@@ -301,7 +301,7 @@ def test_entrypoint_is_exec_form_and_resolves_to_container_train(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: python -m container")
+    assert result.stdout.startswith("usage: python -m sagemaker_tfod.container")
 
 
 # ---- launch/image_requirements.py, the build step that prunes installed requirements ---------
