@@ -1,4 +1,5 @@
-"""`python -m container [train]`: what the image runs (SageMaker passes `train`, or nothing).
+"""`python -m container [train|serve]`: what the image runs (SageMaker passes `train`, or
+nothing, for training jobs, and `serve` for endpoints and batch transform: container/serving/).
 
 Exit codes: 0 done (also after a SIGTERM during training: the model is exported), 1 bad input
 or a stop before training started (message in output/failure), 2 internal error (traceback in
@@ -15,7 +16,6 @@ import traceback
 
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import describe
-from sagemaker_tfod.container.presets import PRESETS
 from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
 from sagemaker_tfod.data_prep.files import atomic_write_text
 
@@ -26,6 +26,8 @@ EXIT_INTERNAL_ERROR = 2
 
 
 def _epilog() -> str:
+    from sagemaker_tfod.container.presets import PRESETS  # imports TensorFlow
+
     rows = "\n".join(
         f"  {name:27} {kind:5} {default:34} {meaning}"
         for name, kind, default, meaning in describe()
@@ -106,6 +108,12 @@ def train(env: SageMakerEnv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # Before the training parser, whose help imports TensorFlow: serve binds its port first.
+        from sagemaker_tfod.container.serving.server import main as serve
+
+        return serve(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m container",
         description="SageMaker training container for Model Garden RetinaNet object detection.",
@@ -116,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="train",
-        choices=["train"],
-        help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
+        choices=["train", "serve"],
+        help="what to run (SageMaker passes `train`, SDK local mode nothing, hosting `serve`; "
+        "`serve --help` lists its settings): default train",
     )
     args = parser.parse_args(argv)
     configure_logging()
