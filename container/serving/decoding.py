@@ -27,6 +27,8 @@ from sagemaker_tfod.container.serving.media_types import IMAGE, JSON_BODY, JSONL
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 OPTION_NAMES = ("score_threshold", "max_detections")
 JSON_IMAGE_KEYS = ("image", "images")
+# An oversized body is read and dropped up to this size before the 413 (see read_body).
+DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 class RequestError(Exception):
@@ -83,8 +85,9 @@ class DecodedImage:
 def read_body(stream, content_length: str | None, limit: int) -> bytes:
     """At most `limit` bytes from a WSGI input; 413 when the body is larger, 400 when empty.
 
-    A declared Content-Length over the limit is refused before reading; a chunked body is read
-    up to one byte past the limit to tell.
+    A body over the limit is still read (and dropped) up to DRAIN_LIMIT bytes before the 413,
+    so the client, still sending, reads the answer instead of a reset connection; a chunked
+    body is read up to one byte past the limit to tell.
     """
     declared: int | None = None
     if content_length not in (None, ""):
@@ -93,15 +96,28 @@ def read_body(stream, content_length: str | None, limit: int) -> bytes:
         except ValueError:
             raise RequestError(400, f"Content-Length {content_length!r} is not a number") from None
         if declared > limit:
+            if declared <= DRAIN_LIMIT:
+                _drain(stream, declared)
             raise RequestError(413, too_large_message(declared, limit))
     body = stream.read(limit + 1 if declared is None else declared)
     if len(body) > limit:
+        _drain(stream, DRAIN_LIMIT)
         raise RequestError(413, too_large_message(None, limit))
     if not body:
         raise RequestError(
             400, "empty request body; send the image bytes (or JSON with base64 images)"
         )
     return body
+
+
+def _drain(stream, most: int, chunk: int = 1 << 20) -> None:
+    """Read and drop up to `most` bytes of what the client is still sending."""
+    left = most
+    while left > 0:
+        data = stream.read(min(chunk, left))
+        if not data:
+            return
+        left -= len(data)
 
 
 def too_large_message(size: int | None, limit: int) -> str:
