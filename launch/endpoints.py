@@ -62,9 +62,8 @@ def _poll(
     while True:
         description = describe()
         status = description.get(status_key, "?")
-        line = status + (
-            f": {description['FailureReason']}" if "FailureReason" in description else ""
-        )
+        reason = " ".join(str(description.get("FailureReason") or "").split())
+        line = f"{status}: {reason}" if reason else status
         if line != last:
             out.write(f"[{label}] {line}\n")
             out.flush()
@@ -95,7 +94,7 @@ def wait_for_endpoint(
         describe, "EndpointStatus", ENDPOINT_TERMINAL, name, out, poll_seconds, timeout_s, sleep
     )
     if description.get("EndpointStatus") != "InService":
-        reason = " ".join(str(description.get("FailureReason", "no reason given")).split())
+        reason = " ".join(str(description.get("FailureReason") or "no reason given").split())
         raise JobEndedError(
             f"endpoint {name} is {description.get('EndpointStatus')}: {reason} (its log group is "
             f"/aws/sagemaker/Endpoints/{name}; delete it with: endpoint delete {name})"
@@ -213,7 +212,7 @@ def wait_for_transform(
         sleep,
     )
     if description.get("TransformJobStatus") != "Completed":
-        reason = " ".join(str(description.get("FailureReason", "no reason given")).split())
+        reason = " ".join(str(description.get("FailureReason") or "no reason given").split())
         raise JobEndedError(
             f"transform job {name} is {description.get('TransformJobStatus')}: {reason} (its log "
             "group is /aws/sagemaker/TransformJobs)"
