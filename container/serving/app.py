@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 
 from sagemaker_tfod.container.serving import decoding, media_types, responses
@@ -35,6 +36,10 @@ REASONS = {
 }
 # SageMaker's batch transform sends one image per request (SplitType None) or one JSON line.
 BATCH_STRATEGY = "SINGLE_RECORD"
+# Requests of one worker that decode or detect at once: one on the model while the next one
+# decodes. More only oversubscribe the CPUs (every worker has its own), and make waiting
+# unfair: the semaphore queues in arrival order, the model's lock would not.
+COMPUTE_SLOTS = 2
 MAX_TRANSFORM_PAYLOAD_MB = 100  # SageMaker's upper bound for MaxPayloadInMB
 
 
@@ -45,6 +50,7 @@ class ServingApp:
         self.config = config
         self.model = model
         self.defaults = Options(config.score_threshold, config.max_detections)
+        self._compute = threading.Semaphore(COMPUTE_SLOTS)
         decoding.use_own_pixel_limit()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -141,8 +147,20 @@ class ServingApp:
             raise RequestError(503, "the model is still loading; retry in a few seconds")
         results = []
         for encoded in images:
-            image = decoding.decode_image(encoded, self.config.max_pixels, self.model.input_size)
-            detections = self.model.detect(image, options, self.config.timeout_s)
+            if not self._compute.acquire(timeout=self.config.timeout_s):
+                raise RequestError(
+                    503,
+                    f"the server was busy for {self.config.timeout_s} s "
+                    "(SAGEMAKER_MODEL_SERVER_TIMEOUT); send fewer requests at once or add "
+                    "instances",
+                )
+            try:
+                image = decoding.decode_image(
+                    encoded, self.config.max_pixels, self.model.input_size
+                )
+                detections = self.model.detect(image, options, self.config.timeout_s)
+            finally:
+                self._compute.release()
             results.append(responses.ImageResult(image.width, image.height, detections))
         body = responses.render(results, batch, response_format, self.model.info, self.model.labels)
         return self._respond(start_response, 200, body, response_format.media_type)

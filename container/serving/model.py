@@ -128,12 +128,11 @@ class ServedModel:
         self.load_seconds = time.monotonic() - started
         self._ready.set()
         log.info(
-            "model ready: %s (%s, %d class names, %d thread(s)) in %.1f s",
+            "model ready in %.1f s: %s, %d class names, %d thread(s)",
+            self.load_seconds,
             self.choice.path,
-            self.choice.reason,
             len(self.labels),
             self.threads,
-            self.load_seconds,
         )
 
     def detect(self, image: DecodedImage, options: Options, timeout: float) -> list[Detection]:

@@ -101,6 +101,18 @@ def bind(config: ServeConfig) -> socket.socket:
     return listener
 
 
+def seconds_since_start() -> float | None:
+    """How long ago this process started (Linux /proc, 10 ms resolution), for the log line
+    that shows the port was bound inside SageMaker's 250 ms."""
+    try:
+        after_name = pathlib.Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_ticks = int(after_name[19])  # field 22, starttime, in clock ticks since boot
+        uptime = float(pathlib.Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def write_failure(message: str, environ=None) -> None:
     """SageMaker's failure file, when this runs inside its layout (never on a laptop's /opt)."""
     env = SageMakerEnv.from_environ(os.environ if environ is None else environ)
@@ -191,10 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot serve: %s", message)
         write_failure(message)
         return EXIT_BAD_CONFIG
+    since_start = seconds_since_start()
     log.info(
-        "listening on %s:%d; serving %s (%s) with %d worker(s) x %d model thread(s)",
+        "listening on %s:%d%s; serving %s (%s) with %d worker(s) x %d model thread(s)",
         config.host,
         config.port,
+        "" if since_start is None else f" ({since_start * 1000:.0f} ms after the start)",
         choice.path,
         choice.reason,
         config.workers,
