@@ -11,6 +11,9 @@
    same decode + detect code (container.serving's, without HTTP) run in as many processes as
    the server has workers: the most a server can approach. Rounds alternate the two so a
    neighbour's load on a shared CPU hits both alike; each figure is the median over rounds.
+   Also the CPU time per request (the server's master and workers from /proc; the in-process
+   workers' own): on a CPU shared with other jobs, wall-clock throughput follows the
+   neighbours, CPU time per request much less so.
 
 Targets (issue 9): at saturation >= 90% of in-process throughput; p50 overhead < 5 ms.
 Images: the raccoon set (real photos, about 500 x 400 px) unless --images is given.
@@ -82,14 +85,16 @@ def _detect_loop(model, images: list[bytes], seconds: float) -> list[float]:
     return latencies
 
 
-def _in_process_worker(args) -> list[float]:
+def _in_process_worker(args) -> tuple[list[float], float]:
     model_dir, export, threads, images, seconds, start_at = args
     logging.disable(logging.INFO)
     model = _model(pathlib.Path(model_dir), export, threads)
     _detect_loop(model, images, 1.0)  # warm
     while time.time() < start_at:  # all processes start timing together
         time.sleep(0.005)
-    return _detect_loop(model, images, seconds)
+    cpu = time.process_time()
+    latencies = _detect_loop(model, images, seconds)
+    return latencies, time.process_time() - cpu
 
 
 def in_process(
@@ -103,11 +108,13 @@ def in_process(
             _in_process_worker,
             [(str(model_dir), export, threads, images, seconds, start_at)] * processes,
         )
-    latencies = [value for result in results for value in result]
+    latencies = [value for result, _ in results for value in result]
+    cpu_seconds = sum(cpu for _, cpu in results)
     return {
         "throughput": len(latencies) / seconds,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 99),
+        "cpu_ms": 1000 * cpu_seconds / len(latencies),
         "requests": len(latencies),
     }
 
@@ -129,8 +136,24 @@ def _http_client(port: int, images: list[bytes], deadline: float, out: list, off
         connection.close()
 
 
-def http_load(port: int, images: list[bytes], clients: int, seconds: float) -> dict:
+def server_cpu_seconds(master: int) -> float:
+    """CPU time (user + system) the master and its live workers have used so far."""
+    pids = [
+        master,
+        *map(int, pathlib.Path(f"/proc/{master}/task/{master}/children").read_text().split()),
+    ]
+    ticks = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def http_load(
+    port: int, images: list[bytes], clients: int, seconds: float, master: int | None = None
+) -> dict:
     results: list = []
+    cpu_before = server_cpu_seconds(master) if master else 0.0
     deadline = time.perf_counter() + seconds
     threads = [
         threading.Thread(target=_http_client, args=(port, images, deadline, results, i * 7))
@@ -142,11 +165,13 @@ def http_load(port: int, images: list[bytes], clients: int, seconds: float) -> d
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    cpu = server_cpu_seconds(master) - cpu_before if master else float("nan")
     latencies = [latency for latency, status in results if status == 200]
     return {
         "throughput": len(latencies) / elapsed,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * percentile(latencies, 99),
+        "cpu_ms": 1000 * cpu / len(results),
         "requests": len(results),
         "errors": sum(status != 200 for _, status in results),
     }
@@ -189,10 +214,13 @@ def bench_exports(model_dir: pathlib.Path, images, seconds: float) -> dict:
         for threads in (1, 2):
             model = _model(model_dir, export, threads)
             _detect_loop(model, images, 1.0)
+            cpu = time.process_time()
             latencies = _detect_loop(model, images, seconds)
+            cpu = time.process_time() - cpu
             rows[f"{export} x{threads}"] = {
                 "p50_ms": 1000 * statistics.median(latencies),
                 "p90_ms": 1000 * percentile(latencies, 90),
+                "cpu_ms": 1000 * cpu / len(latencies),
             }
             logger.info("%s, %d thread(s): %s", export, threads, rows[f"{export} x{threads}"])
             del model
@@ -259,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     http_load(port, images, 2, 2.0)  # warm every worker
                     for clients in CONCURRENCY:
-                        row[f"http_{clients}"] = http_load(port, images, clients, args.seconds)
+                        row[f"http_{clients}"] = http_load(
+                            port, images, clients, args.seconds, process.pid
+                        )
                 finally:
                     stop_server(process)
             logger.info("round %d: %s", number + 1, json.dumps(row))
@@ -268,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {
         key: {
             field: statistics.median(r[key][field] for r in rounds)
-            for field in ("throughput", "p50_ms", "p99_ms")
+            for field in ("throughput", "p50_ms", "p99_ms", "cpu_ms")
         }
         for key in rounds[0]
     }
@@ -277,11 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     ratio = saturation / median["in_process"]["throughput"]
     overhead = median["http_1"]["p50_ms"] - median["in_process_1"]["p50_ms"]
     report["ratio"], report["p50_overhead_ms"] = ratio, overhead
+    # CPU time per request does not depend on how much of the CPU the neighbours take, so on a
+    # shared machine it is the steadier measure of what the server adds.
+    cpu_ratio = median["in_process"]["cpu_ms"] / median["http_8"]["cpu_ms"]
+    cpu_overhead = median["http_1"]["cpu_ms"] - median["in_process_1"]["cpu_ms"]
+    report["cpu_ratio"], report["cpu_overhead_ms"] = cpu_ratio, cpu_overhead
     print(f"\nexport {export}, {args.workers} workers, {len(images)} images, {args.rounds} rounds")
     if "exports" in report:
         print("\nin-process latency per export (decode + detect):")
         for name, row in report["exports"].items():
-            print(f"  {name:22} p50 {row['p50_ms']:7.1f} ms   p90 {row['p90_ms']:7.1f} ms")
+            print(
+                f"  {name:22} p50 {row['p50_ms']:7.1f} ms   p90 {row['p90_ms']:7.1f} ms   "
+                f"CPU {row['cpu_ms']:7.1f} ms/image"
+            )
     if "startup" in report:
         print("\nstartup (1 worker):")
         for name, row in report["startup"].items():
@@ -289,14 +327,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {name:12} port accepts after {row['accept_ms_median']:.0f} ms (median; max "
                 f"{row['accept_ms_max']:.0f}), /ping 200 after {row['ping_200_s_median']:.1f} s"
             )
-    print(f"\n{'':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"\n{'':24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11}")
     for key, row in median.items():
-        print(f"  {key:22} {row['throughput']:8.1f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}")
+        print(
+            f"  {key:22} {row['throughput']:8.1f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} "
+            f"{row['cpu_ms']:11.1f}"
+        )
     errors = sum(r[f"http_{c}"]["errors"] for r in rounds for c in CONCURRENCY)
     print(
         f"\nsaturation: server {saturation:.1f} req/s = {ratio:.1%} of in-process "
         f"(target >= {THROUGHPUT_TARGET:.0%}); p50 overhead at 1 client {overhead:.1f} ms "
         f"(target < {OVERHEAD_TARGET_MS:g}); HTTP errors {errors}"
+    )
+    print(
+        f"CPU time per request: in-process {median['in_process']['cpu_ms']:.1f} ms, server at 8 "
+        f"clients {median['http_8']['cpu_ms']:.1f} ms: the server does {cpu_ratio:.1%} of the "
+        f"in-process work per CPU second; {cpu_overhead:.1f} ms more CPU per request at 1 client"
     )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
