@@ -99,7 +99,7 @@ def describe_client_error(error: ClientError, action: str) -> str:
             "iam:PassRole on it (--role / LAUNCH_ROLE / role in launch.toml)"
         )
     if code == "ValidationException" and "could not find" in lowered:
-        return f"{action} failed: {message} (check the job name and --region)"
+        return f"{action} failed: {message} (check the name and --region)"
     if code == "ValidationException":
         return f"{action} failed: the request was rejected: {message}"
     if code == "ModelError":

@@ -69,10 +69,12 @@ def request(
             connection.close()
 
 
-def post(base_url: str, body: bytes, content_type: str | None, **headers: str) -> Response:
+def post(
+    base_url: str, body: bytes, content_type: str | None, timeout: float = 60.0, **headers: str
+) -> Response:
     sent = {"Content-Type": content_type} if content_type else {}
     sent.update({key.replace("_", "-"): value for key, value in headers.items()})
-    return request(base_url, "POST", "/invocations", body, sent)
+    return request(base_url, "POST", "/invocations", body, sent, timeout=timeout)
 
 
 def get(base_url: str, path: str, timeout: float = 10.0) -> Response:

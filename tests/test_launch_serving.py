@@ -317,3 +317,10 @@ def test_a_taken_endpoint_name_is_one_line_and_cleans_up(stand_in, capsys):
         "DeleteEndpointConfig",
         "DeleteModel",
     ]
+
+
+def test_deleting_a_missing_endpoint_is_one_line(aws, capsys):
+    code, out, err = _run_cli(["endpoint", "delete", "no-such-endpoint"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "no-such-endpoint" in err, err
+    assert "check the name and --region" in err
