@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 logger = logging.getLogger("bench_serve")
 
-RACCOON = pathlib.Path("/work/shared/datasets/raccoon/images")
+RACCOON = REPO.parent / "shared" / "datasets" / "raccoon" / "images"
 CONCURRENCY = (1, 2, 4, 8)
 THROUGHPUT_TARGET, OVERHEAD_TARGET_MS = 0.90, 5.0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_prep_helpers import RACCOON
 from serving_helpers import (
     REPO,
     ServerProcess,
@@ -56,12 +57,15 @@ def images(synthetic_voc) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[bytes]:
-    """Real photos (raccoon set, about 500 x 400 px) for the load test."""
-    folder = Path("/work/shared/datasets/raccoon/images")
-    if not folder.is_dir():  # CI has shared/ beside the clone
-        folder = REPO.parent / "shared" / "datasets" / "raccoon" / "images"
-    found = sorted(folder.glob("*.jpg"))[:16]
-    assert found, f"no raccoon images under {folder}"
+    """Real photos (the raccoon set, about 500 x 400 px) for the load and SIGTERM tests; where
+    the set is not present, synthetic JPEGs of that size."""
+    found = sorted((RACCOON / "images").glob("*.jpg"))[:16]
+    if not found:
+        from sagemaker_tfod.data_prep.synth import write_synthetic_voc
+
+        folder = tmp_path_factory.mktemp("photos") / "voc"
+        write_synthetic_voc(folder, num_images=16, image_size=480, seed=1)
+        found = sorted((folder / "images").glob("*.jpg"))
     return [path.read_bytes() for path in found]
 
 
