@@ -67,7 +67,8 @@ RUN --mount=type=secret,id=pip-ca,target=/run/secrets/pip-ca \
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin trainer \
     && mkdir -p /opt/ml /opt/program \
     && printf '#!/bin/sh\nexec python3 -m sagemaker_tfod.container train "$@"\n' > /usr/local/bin/train \
-    && chmod 0755 /usr/local/bin/train
+    && printf '#!/bin/sh\nexec python3 -m sagemaker_tfod.container serve "$@"\n' > /usr/local/bin/serve \
+    && chmod 0755 /usr/local/bin/train /usr/local/bin/serve
 
 # The project installs as one distribution under `sagemaker_tfod` (edge: the container
 # evaluates its TFLite exports with the same code the Raspberry Pi runs). No build isolation:
@@ -81,6 +82,11 @@ COPY launch/ /tmp/src/launch/
 RUN python3 -m pip install --no-cache-dir --no-deps --no-build-isolation /tmp/src \
     && rm -rf /tmp/src /root/.cache
 
-# Exec form: python is PID 1 and receives SageMaker's SIGTERM itself (spot stop -> checkpoint).
+# SageMaker hosting runs the image with `serve` (container/serving): it listens on the port
+# SageMaker passes in SAGEMAKER_BIND_TO_PORT (8080 by default), as this label declares.
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+
+# Exec form: python is PID 1 and receives SageMaker's SIGTERM itself (spot stop -> checkpoint;
+# for `serve`, drain the requests in flight).
 ENTRYPOINT ["python3", "-m", "sagemaker_tfod.container"]
 CMD ["train"]

@@ -1,4 +1,5 @@
-"""`python -m container [train]`: what the image runs (SageMaker passes `train`, or nothing).
+"""`python -m container [train|serve]`: what the image runs (SageMaker passes `train`, or
+nothing, for training jobs, and `serve` for endpoints and batch transform: container/serving/).
 
 Exit codes: 0 done (also after a SIGTERM during training: the model is exported), 1 bad input
 or a stop before training started (message in output/failure), 2 internal error (traceback in
@@ -94,6 +95,12 @@ def train(env: SageMakerEnv) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # Before the training parser and its logging set-up: serve binds its port first.
+        from sagemaker_tfod.container.serving.server import main as serve
+
+        return serve(argv[1:])
     parser = _Parser(
         prog=prog_name("container"),
         description="SageMaker training container for Model Garden RetinaNet object detection.",
@@ -103,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="train",
-        choices=["train"],
-        help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
+        choices=["train", "serve"],
+        help="what to run (SageMaker passes `train`, SDK local mode nothing, hosting `serve`; "
+        "`serve --help` lists its settings): default train",
     )
     parser.add_argument(
         "-v",

@@ -1,4 +1,5 @@
-"""`python -m launch upload|train|status|logs|stop|download|local|push`: the argument parser.
+"""`python -m launch upload|train|status|logs|stop|download|local|push|deploy|invoke|endpoint|
+transform|serve-local`: the argument parser.
 
 Thin shell: one small function per subcommand's parser, and `main`, which runs the command
 (launch.commands) and turns every user-fixable problem (settings, AWS errors) into one
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sagemaker_tfod.data_prep.console import ShortNames, log_level, prog_name
-from sagemaker_tfod.launch import s3_sync, settings
+from sagemaker_tfod.launch import hosting_commands, hosting_requests, s3_sync, settings
 from sagemaker_tfod.launch.commands import COMMANDS, TRAIN_SETTINGS
 from sagemaker_tfod.launch.errors import LaunchError
 
@@ -215,6 +216,116 @@ def _add_push(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     push.add_argument("--docker", default="docker", help="docker client (%(default)s)")
 
 
+def _source_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        help="a completed training job's name (its image, model.tar.gz and role), or the "
+        "s3:// URI of a model.tar.gz (then --image and --role are needed)",
+    )
+
+
+def _add_deploy(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    deploy = commands.add_parser(
+        "deploy",
+        parents=[common],
+        help="serve a trained model on a SageMaker real-time (or serverless) endpoint",
+        description="CreateModel (the training image, the job's model.tar.gz, the role), "
+        "CreateEndpointConfig (instances, or serverless with --serverless-memory-mb), "
+        "CreateEndpoint, then wait for InService. --dry-run prints the requests and creates "
+        "nothing (a job name is still described, to read its artifact).",
+    )
+    _source_argument(deploy)
+    for name in hosting_commands.DEPLOY_SETTINGS:
+        _add_setting(deploy, name)
+    deploy.add_argument(
+        "--autoscale",
+        metavar="MIN-MAX",
+        help="keep MIN to MAX instances with Application Auto Scaling, target tracking on "
+        "invocations per instance (--autoscale-target)",
+    )
+    deploy.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag (repeatable)")
+    deploy.add_argument("--dry-run", action="store_true", help="print the requests, create none")
+    deploy.add_argument("--no-wait", action="store_true", help="do not wait for InService")
+    _poll_seconds_argument(deploy, "status polls")
+
+
+def _add_invoke(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    from sagemaker_tfod.edge.__main__ import score_threshold
+
+    invoke = commands.add_parser(
+        "invoke",
+        parents=[common],
+        help="send images to an endpoint and print (or draw) its detections",
+        description="One InvokeEndpoint per image (folders are searched); prints one JSON line "
+        "per image. --draw writes the images with their boxes, drawn by the Pi side's code.",
+    )
+    invoke.add_argument("endpoint", help="endpoint name")
+    invoke.add_argument("images", nargs="+", help="image files or folders")
+    invoke.add_argument("--draw", type=Path, metavar="OUT_DIR", help="write annotated images")
+    invoke.add_argument(
+        "--score-threshold",
+        type=score_threshold,
+        default=0.5,
+        help="lowest score returned and drawn (%(default)s)",
+    )
+    invoke.add_argument("--max-detections", type=int, help="most detections per image")
+
+
+def _add_endpoint(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    endpoint = commands.add_parser(
+        "endpoint",
+        help="list endpoints, or delete one with its config and model",
+        description="`endpoint list` prints every endpoint's status; `endpoint delete NAME` "
+        "deletes the endpoint, its endpoint config and its models (and its auto scaling).",
+    )
+    actions = endpoint.add_subparsers(dest="endpoint_command", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common], help="print the endpoints and their status")
+    delete = actions.add_parser(
+        "delete", parents=[common], help="delete an endpoint, its config and its models"
+    )
+    delete.add_argument("endpoint", help="endpoint name")
+
+
+def _add_transform(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    transform = commands.add_parser(
+        "transform",
+        parents=[common],
+        help="run a batch transform job over a folder of images in S3",
+        description="CreateModel and CreateTransformJob: every object under IMAGES_S3_URI is "
+        "sent to the container, its detections written to OUTPUT_S3_URI/<key>.out as JSON.",
+    )
+    _source_argument(transform)
+    transform.add_argument("images_s3_uri", help="s3://bucket/prefix of the images")
+    transform.add_argument("output_s3_uri", help="s3://bucket/prefix for the results")
+    for name in hosting_commands.TRANSFORM_SETTINGS:
+        _add_setting(transform, name)
+    transform.add_argument(
+        "--content-type",
+        choices=hosting_requests.TRANSFORM_CONTENT_TYPES,
+        default=hosting_requests.IMAGE_CONTENT_TYPE,
+        help="one image per object (%(default)s) or JSON Lines of base64 images, one per line",
+    )
+    transform.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag (repeatable)")
+    transform.add_argument("--dry-run", action="store_true", help="print the requests only")
+    transform.add_argument("--wait", action="store_true", help="wait until the job ends")
+    _poll_seconds_argument(transform, "status polls with --wait")
+
+
+def _add_serve_local(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser(
+        "serve-local",
+        parents=[common],
+        help="run the container's server on this machine (for curl and tests)",
+        description="The same server the image's `serve` runs (python -m container serve), on "
+        "MODEL: a model folder (`download` unpacks one) or a model.tar.gz. Ctrl-C stops it.",
+    )
+    serve.add_argument("model", type=Path, help="model folder or model.tar.gz")
+    serve.add_argument("--port", type=int, default=8080, help="port (%(default)s)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    _add_setting(serve, "serve_export")
+
+
 SUBPARSERS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
     _add_upload,
     _add_train,
@@ -224,13 +335,20 @@ SUBPARSERS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = 
     _add_download,
     _add_local,
     _add_push,
+    _add_deploy,
+    _add_invoke,
+    _add_endpoint,
+    _add_transform,
+    _add_serve_local,
 )
+ALL_COMMANDS = {**COMMANDS, **hosting_commands.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog_name("launch"),
-        description="Ship the training image and data to AWS and run SageMaker training jobs. "
+        description="Ship the training image and data to AWS, run SageMaker training jobs, "
+        "and serve the trained model (endpoints, batch transform). "
         "Settings: flag > LAUNCH_<NAME> environment variable > launch.toml > default. "
         "Credentials come from boto3's chain (see aws_credentials/README.md).",
     )
@@ -250,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if level > logging.DEBUG:  # botocore's own INFO chatter (credential source) is noise here
         logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        return ALL_COMMANDS[args.command](args)
     except LaunchError as error:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)

@@ -7,9 +7,10 @@ becomes one line (code + the service's own message), never a traceback.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from boto3.exceptions import Boto3Error, RetriesExceededError
 from botocore.exceptions import (
@@ -98,9 +99,21 @@ def describe_client_error(error: ClientError, action: str) -> str:
             "iam:PassRole on it (--role / LAUNCH_ROLE / role in launch.toml)"
         )
     if code == "ValidationException" and "could not find" in lowered:
-        return f"{action} failed: {message} (check the job name and --region)"
+        return f"{action} failed: {message} (check the name and --region)"
     if code == "ValidationException":
         return f"{action} failed: the request was rejected: {message}"
+    if code == "ModelError":
+        # SageMaker Runtime: the container answered non-200; its own one-line error is inside.
+        original = str(error.response.get("OriginalMessage") or details.get("OriginalMessage", ""))
+        original_status = error.response.get("OriginalStatusCode") or details.get(
+            "OriginalStatusCode"
+        )
+        with suppress(ValueError, AttributeError):  # not our JSON: keep the text as it is
+            original = str(json.loads(original).get("error", original))
+        return (
+            f"{action} failed: the model container answered HTTP {original_status or '?'}: "
+            f"{_one_line(original or message)}"
+        )
     if code == "RepositoryNotFoundException":
         return f"{action} failed: {message}"
     if status is not None and int(status) >= 500:

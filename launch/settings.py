@@ -82,6 +82,48 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec("job_name", str, None, "training job name (default tf-od-YYYYMMDD-HHMMSS)"),
         SettingSpec("repository", str, "tf-object-detection", "ECR repository name"),
+        # Serving: deploy, transform (see launch/hosting_requests.py).
+        SettingSpec(
+            "endpoint_name",
+            str,
+            None,
+            "endpoint name (default: the training job's name, else tf-od-endpoint-DATE-TIME)",
+        ),
+        SettingSpec("endpoint_instance_type", str, "ml.c5.xlarge", "endpoint instance type"),
+        SettingSpec(
+            "endpoint_instance_count", int, 1, "endpoint instances (the first count with autoscale)"
+        ),
+        SettingSpec(
+            "serverless_memory_mb",
+            int,
+            None,
+            "serverless endpoint memory, 1024-6144 in steps of 1024 (instead of instances)",
+        ),
+        SettingSpec(
+            "serverless_max_concurrency", int, 5, "concurrent invocations of a serverless endpoint"
+        ),
+        SettingSpec(
+            "serve_export",
+            str,
+            None,
+            "export the container serves (its TFOD_SERVE_EXPORT; default auto)",
+        ),
+        SettingSpec(
+            "autoscale_target",
+            int,
+            600,
+            "autoscale target: invocations per instance per minute (SageMaker's metric)",
+        ),
+        SettingSpec(
+            "transform_instance_type", str, "ml.c5.xlarge", "batch transform instance type"
+        ),
+        SettingSpec("transform_instance_count", int, 1, "batch transform instances"),
+        SettingSpec(
+            "transform_job_name",
+            str,
+            None,
+            "batch transform job name (default tf-od-transform-DATE-TIME)",
+        ),
     )
 }
 

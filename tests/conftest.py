@@ -1,4 +1,5 @@
-"""Shared fixtures: a synthetic channel (data_prep's synth + build) and one tiny trained run.
+"""Shared fixtures: a synthetic channel (data_prep's synth + build), one tiny trained run, and
+one tiny run with edge exports for serving.
 
 `trained_run` trains the default preset once per session (64 px input, a narrowed MobileNetV2
 and 32-filter FPN/head through the channel's pipeline.yaml, 6 steps) by running
@@ -191,3 +192,28 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not item.get_closest_marker("arm64")]
+
+
+# The serving tests need every export kind (SavedModel, frozen graph, float TFLite) and
+# detections to return: score_threshold 0 keeps the model's top boxes even after 6 steps.
+SERVED_HYPERPARAMETERS = {
+    **TINY_HYPERPARAMETERS,
+    "export_edge": "true",
+    "score_threshold": "0.0",
+    "max_detections": "10",
+}
+
+
+@pytest.fixture(scope="session")
+def served_model(synthetic_channel, tmp_path_factory) -> pathlib.Path:
+    """The model folder of a tiny run with edge exports; read-only (the serving tests and the
+    image test serve it)."""
+    base = make_base_dir(
+        tmp_path_factory.mktemp("served_run") / "opt_ml", synthetic_channel, SERVED_HYPERPARAMETERS
+    )
+    run = run_container(base)
+    if run.returncode != 0:
+        pytest.fail(
+            f"the serving model's training run failed ({run.returncode}):\n{run.log[-4000:]}"
+        )
+    return run.model_dir
