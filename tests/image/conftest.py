@@ -89,3 +89,20 @@ def make_opt_ml(
 ) -> pathlib.Path:
     """`root` laid out as /opt/ml: hyperparameters.json and a copy of `channel` as `training`."""
     return suite.make_base_dir(root, channel, hyperparameters)
+
+
+@pytest.fixture(scope="session")
+def train_run(image, tmp_path_factory, synthetic_channel):
+    """`IMAGE train` with every export (frozen graph, float and int8 TFLite): the model the
+    training checks inspect and the serving check serves."""
+    hyperparameters = {
+        **TINY_HYPERPARAMETERS,
+        "export_edge": "true",
+        "quantize": "true",
+        "inference_type": "QUANTIZED_UINT8",
+        "calibration_samples": "8",
+    }
+    opt_ml = make_opt_ml(
+        tmp_path_factory.mktemp("train") / "opt_ml", synthetic_channel, hyperparameters
+    )
+    return opt_ml, image_engine.run_image(image, opt_ml, ["train"], timeout=1500)

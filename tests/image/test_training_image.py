@@ -51,21 +51,6 @@ def assert_saved_model(model_dir: pathlib.Path) -> None:
 # ---- IMAGE train, with every export ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def train_run(image, tmp_path_factory, synthetic_channel):
-    hyperparameters = {
-        **TINY_HYPERPARAMETERS,
-        "export_edge": "true",
-        "quantize": "true",
-        "inference_type": "QUANTIZED_UINT8",
-        "calibration_samples": "8",
-    }
-    opt_ml = make_opt_ml(
-        tmp_path_factory.mktemp("train") / "opt_ml", synthetic_channel, hyperparameters
-    )
-    return opt_ml, image_engine.run_image(image, opt_ml, ["train"], timeout=1500)
-
-
 def test_train_writes_a_complete_model_and_metric_lines(train_run):
     opt_ml, run = train_run
     assert run.returncode == 0, run.log[-4000:]
