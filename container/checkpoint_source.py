@@ -240,6 +240,13 @@ def locate(channel_dir: pathlib.Path) -> ChannelContent | None:
     prefixes = checkpoint_prefixes(channel_dir)
     if prefixes:
         return ChannelContent("checkpoint", pathlib.Path(latest_prefix(prefixes)))
+    orphans = [p for p in files if p.name.endswith(".index")]
+    if orphans:
+        raise UserError(
+            f"checkpoint channel {channel_dir}: {orphans[0].relative_to(channel_dir)} has no "
+            f"{orphans[0].name.removesuffix('.index')}.data-* file beside it; upload the "
+            "complete ckpt-N.index and ckpt-N.data-* files"
+        )
     archives = [p for p in files if p.name.endswith(ARCHIVE_SUFFIXES)]
     if len(archives) == 1:
         return ChannelContent("archive", archives[0])

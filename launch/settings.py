@@ -82,6 +82,18 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec("job_name", str, None, "training job name (default tf-od-YYYYMMDD-HHMMSS)"),
         SettingSpec("repository", str, "tf-object-detection", "ECR repository name"),
+        SettingSpec(
+            "pretrained_cache",
+            str,
+            None,
+            "folder for downloaded pretrained weights (default ~/.cache/sagemaker-tfod/pretrained)",
+        ),
+        SettingSpec(
+            "pretrained_mirror",
+            str,
+            None,
+            "base URL that replaces the publisher's host in pretrained downloads (a mirror)",
+        ),
     )
 }
 
