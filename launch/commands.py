@@ -370,7 +370,10 @@ def cmd_local(args: argparse.Namespace) -> int:
             raise LaunchError("pass --pretrained or --checkpoint-dir, not both")
         entry = pretrained.get(args.pretrained)
         values = pretrained.with_pretrained(values, entry)
-        checkpoint_dir = Path(fetch_pretrained(args, config, entry).folder)
+        if args.dry_run:  # where it will be; nothing is downloaded
+            checkpoint_dir = _pretrained_settings(args, config)[0] / entry.name
+        else:
+            checkpoint_dir = Path(fetch_pretrained(args, config, entry).folder)
     # The same sources and the same conversion as the HyperParameters `train` sends.
     hyperparameters = training_job.request_hyperparameters(values)
     tree = local.plan_local_tree(

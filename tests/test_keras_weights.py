@@ -8,6 +8,7 @@ Keras 2 `.h5` under the published file's name, exactly as Keras Applications sto
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -224,6 +225,12 @@ def test_h5_in_the_checkpoint_channel_initialises_the_backbone(keras_h5, tmp_pat
     )
     assert initial is not None and params.task.init_checkpoint == initial.prefix
     task = task_factory.get_task(params.task)
+    # What Model Garden's silent failures look like: a model that restored nothing is refused.
+    initial_copy = dataclasses.replace(initial, scratch=tmp_path / "scratch_copy")
+    with pytest.raises(
+        UserError, match=r"did not initialise the model \(restored: backbone 0 of 260"
+    ):
+        initial_copy.verify(task.build_model())
     model = task.build_model()
     task.initialize(model)
     with caplog.at_level("INFO"):

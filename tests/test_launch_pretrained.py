@@ -180,3 +180,36 @@ def test_with_pretrained_sets_preset_and_modules():
     assert kept["init_checkpoint_modules"] == "backbone"
     with pytest.raises(LaunchError, match="fits model=retinanet_mobilenetv2_fpnlite_256"):
         pretrained.with_pretrained({"model": "retinanet_resnet50_fpn_640"}, entry)
+
+
+def test_local_pretrained_links_the_cached_weights_as_the_checkpoint_channel(tmp_path, capsys):
+    """`launch local CHANNEL --pretrained NAME`: fetched, linked as input/data/checkpoint, and
+    the preset and modules written to hyperparameters.json."""
+    name = "keras_mobilenetv2_imagenet"
+    path = served_path(name)
+    channel = tmp_path / "channel"
+    channel.mkdir()
+    (channel / "train-00000-of-00001.tfrecord").write_bytes(b"")
+    cache = tmp_path / "cache"
+    server = FileServer({path: b"h5 bytes"})
+    with server as url:
+        settings = ["--pretrained-cache", str(cache), "--pretrained-mirror", url]
+        arguments = ["local", str(channel), "--pretrained", name, *settings]
+        assert main([*arguments, "--dry-run"]) == 0
+        assert server.requests == []  # a dry run downloads nothing
+        capsys.readouterr()
+        code = main([*arguments, "--prepare-only", "--base-dir", str(tmp_path / "opt_ml")])
+        assert code == 0, capsys.readouterr().err
+    base = tmp_path / "opt_ml"
+    linked = base / "input" / "data" / "checkpoint"
+    assert linked.resolve() == (cache / name).resolve()
+    assert (linked / pathlib_name(path)).read_bytes() == b"h5 bytes"
+    hyperparameters = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
+    assert hyperparameters == {
+        "model": "retinanet_mobilenetv2_fpnlite_320",
+        "init_checkpoint_modules": "backbone",
+    }
+
+
+def pathlib_name(url_path: str) -> str:
+    return url_path.rsplit("/", 1)[-1]
