@@ -505,8 +505,15 @@ def mismatch_message(
 ) -> str:
     """One line: which modules do not fit and why, and the preset the checkpoint does fit."""
     problems = "; ".join(fit.summary() for fit in fits.values() if not fit.fits)
-    head_only = [m for m, fit in fits.items() if not fit.fits] == ["head"]
-    if head_only:
+    failing = [m for m, fit in fits.items() if not fit.fits]
+    absent = [m for m in failing if not checkpoint.get(m)]
+    held = [m for m in ("backbone", "decoder") if m in fits and fits[m].fits]
+    if absent and held and set(failing) == set(absent):
+        fix = (
+            f"it holds no {' or '.join(absent)} variables; set "
+            f"init_checkpoint_modules={','.join(held)}"
+        )
+    elif failing == ["head"]:
         fix = (
             "the head depends on the class count and the preset; use "
             "init_checkpoint_modules=backbone,decoder to start a new head"

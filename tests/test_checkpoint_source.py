@@ -210,3 +210,19 @@ def test_unpack_a_good_archive_and_refuse_a_broken_one(tmp_path):
     truncated.write_bytes(archive.read_bytes()[:40])
     with pytest.raises(UserError, match=r"not a readable \.tar\.gz"):
         cs.unpack_archive(truncated, tmp_path / "out2")
+
+
+def test_mismatch_message_for_modules_the_checkpoint_lacks(tmp_path):
+    """An ImageNet backbone checkpoint asked for `all`: set the modules it holds."""
+    backbone = {key("backbone/layer_with_weights-0/_conv0/kernel"): (3, 3, 3, 32)}
+    checkpoint = {"backbone": backbone}
+    model = {**checkpoint, "decoder": {key("decoder/b"): (128,)}, "head": {key("head/b"): (36,)}}
+    fits = cs.compare(checkpoint, model, ["backbone", "decoder", "head"])
+    message = cs.mismatch_message("ckpt-180648", "p", "all", fits, checkpoint, tmp_path)
+    assert "it holds no decoder or head variables; set init_checkpoint_modules=backbone" in message
+    # A head of another class count: start a new one.
+    theirs = {**model, "head": {key("head/b"): (91 * 9,)}}
+    fits = cs.compare(theirs, model, ["backbone", "decoder", "head"])
+    message = cs.mismatch_message("ckpt", "p", "all", fits, theirs, tmp_path)
+    assert "head: of 1 model variables, 1 differ in shape" in message
+    assert "use init_checkpoint_modules=backbone,decoder to start a new head" in message
