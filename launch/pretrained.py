@@ -214,11 +214,12 @@ def catalogue_rows(cache_dir: pathlib.Path) -> list[dict[str, Any]]:
     rows = []
     for entry in CATALOGUE.values():
         manifest = read_manifest(cache_dir, entry.name)
-        sizes = [f.size for f in entry.files]
+        published = [f.size for f in entry.files if f.size is not None]
+        size: int | None = None
         if manifest:
-            size: int | None = sum(item["size"] for item in manifest["files"].values())
-        else:
-            size = sum(sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
+            size = sum(item["size"] for item in manifest["files"].values())
+        elif len(published) == len(entry.files):
+            size = sum(published)
         rows.append(
             {
                 "name": entry.name,

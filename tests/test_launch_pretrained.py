@@ -204,6 +204,8 @@ def test_local_pretrained_links_the_cached_weights_as_the_checkpoint_channel(tmp
     linked = base / "input" / "data" / "checkpoint"
     assert linked.resolve() == (cache / name).resolve()
     assert (linked / pathlib_name(path)).read_bytes() == b"h5 bytes"
+    row = next(r for r in pretrained.catalogue_rows(cache) if r["name"] == name)
+    assert row["cached"] is True and row["size"] == "0.0 MiB"  # 8 bytes, as fetched
     hyperparameters = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
     assert hyperparameters == {
         "model": "retinanet_mobilenetv2_fpnlite_320",
