@@ -107,12 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not (args.raccoon / "annotations").is_dir():
         sys.exit(f"{args.raccoon}: raccoon dataset not found; pass --raccoon DIR")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench_pretrained-"))
+    try:
+        return run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def run(args: argparse.Namespace, work: pathlib.Path) -> int:
     from sagemaker_tfod.data_prep.build import build_channel
     from sagemaker_tfod.data_prep.synth import write_synthetic_voc
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = pathlib.Path(tempfile.mkdtemp(prefix="bench_pretrained-"))
     common = {
         "image_size": str(args.image_size),
         "batch_size": str(args.batch_size),
@@ -181,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench_pretrained.json").write_text(json.dumps(report, indent=2))
     plot(report, args.out / "bench_pretrained.png")
     print(json.dumps(report, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -18,6 +18,7 @@ instead of training silently from scratch (tensorflow/models#9284, #11060).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import pathlib
 import re
@@ -421,6 +422,8 @@ def prepare(
         logger.info("resuming from %s: the checkpoint channel is not used", resuming)
         return None
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="tfod-checkpoint-"))
+    # `verify` removes it once the model is initialised; this covers a job failing before.
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     try:
         initial = _prepare(
             content, channel_dir, params, preset_name, init_checkpoint_modules, scratch
