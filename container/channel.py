@@ -1,4 +1,5 @@
-"""Find and check what the training (and checkpoint) channel holds before training starts."""
+"""Find and check what the training channel holds before training starts (the checkpoint
+channel: container/checkpoint_source.py)."""
 
 from __future__ import annotations
 
@@ -116,30 +117,3 @@ def check_labels(summary: SplitSummary, split: str, label_map: dict[int, str], w
             f"{schema.LABEL_MAP_FILE} lacks (it has {sorted(label_map)}); rebuild the channel "
             f"with the same label map, or add the missing ids to {schema.LABEL_MAP_FILE}"
         )
-
-
-def find_checkpoint(directory: pathlib.Path) -> str | None:
-    """The checkpoint prefix in the checkpoint channel; None when the channel is absent/empty."""
-    if not directory.is_dir() or not any(directory.iterdir()):
-        return None
-    prefix = tf.train.latest_checkpoint(str(directory))
-    if prefix is None:
-        indexes = sorted(directory.rglob("*.index"), key=lambda p: p.stat().st_mtime)
-        if indexes:
-            prefix = str(indexes[-1].with_suffix(""))
-    if prefix is None:
-        found = sorted(p.name for p in directory.iterdir())[:8]
-        raise UserError(
-            f"checkpoint channel {directory} holds no TensorFlow checkpoint (no ckpt-N.index "
-            f"files; it holds: {', '.join(found)}); point it at an earlier job's checkpoints "
-            "or remove the channel"
-        )
-    try:
-        tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as error:
-        raise UserError(
-            f"checkpoint channel {directory}: {prefix} cannot be read "
-            f"({str(error).splitlines()[0]}); upload the complete ckpt-N.index and "
-            "ckpt-N.data-* files"
-        ) from error
-    return prefix

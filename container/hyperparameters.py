@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ from sagemaker_tfod.container.errors import UserError
 
 DEFAULT_MODEL = "retinanet_mobilenetv2_fpnlite_320"
 INFERENCE_TYPES = ("FLOAT", "QUANTIZED_UINT8", "INT8")
-INIT_CHECKPOINT_MODULES = ("all", "backbone", "none")
+# What the checkpoint channel can initialise (Model Garden's RetinaNetTask.initialize reads
+# `all`, or any of backbone/decoder by substring: `head` or `['all']` would load nothing, silently).
+INIT_CHECKPOINT_MODULES = ("backbone", "backbone,decoder", "all", "none")
 LOG_LEVELS = ("info", "debug")
 # Fields whose unset value comes from the preset (the others' `None` is derived, see help).
 PRESET_FIELDS = ("batch_size", "image_size", "learning_rate")
@@ -49,7 +52,8 @@ class Hyperparameters:
         None, "steps between checkpoints (= log_interval_steps*10 if unset)"
     )
     init_checkpoint_modules: str = _hp(
-        "backbone", "what the `checkpoint` channel initialises: all, backbone or none"
+        "backbone",
+        "what the `checkpoint` channel initialises: backbone, backbone,decoder, all or none",
     )
     freeze_backbone: bool = _hp(False, "train only the FPN and head")
     batchnorm_momentum: float = _hp(0.97, "BatchNorm moving-average momentum")
@@ -144,13 +148,42 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
     # Choices are matched case-insensitively: `int8`, `Backbone`.
     if isinstance(values.get("inference_type"), str):
         values["inference_type"] = values["inference_type"].upper()
-    for name in ("init_checkpoint_modules", "log_level"):
-        if isinstance(values.get(name), str):
-            values[name] = values[name].lower()
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].lower()
+    if isinstance(values.get("init_checkpoint_modules"), str):
+        values["init_checkpoint_modules"] = normalize_init_checkpoint_modules(
+            values["init_checkpoint_modules"]
+        )
     try:
         return Hyperparameters(**values)
     except ValueError as error:
         raise UserError(str(error)) from error
+
+
+def normalize_init_checkpoint_modules(text: str) -> str:
+    """`Backbone, Decoder` -> `backbone,decoder`. A value from which Model Garden would silently
+    load nothing or less than asked (`head`, `['all']`, `backbone,decoder,head`) is an error
+    saying what to use instead."""
+    names = [part.strip() for part in text.lower().split(",")]
+    if not all(re.fullmatch(r"[a-z]+", name) for name in names):
+        raise UserError(
+            f"hyperparameter init_checkpoint_modules={text!r} must be a plain comma-separated "
+            f"value, not a list or quoted names: one of {', '.join(INIT_CHECKPOINT_MODULES)}"
+        )
+    order = {"backbone": 0, "decoder": 1, "head": 2}
+    value = ",".join(sorted(set(names), key=lambda name: (order.get(name, 3), name)))
+    if value in INIT_CHECKPOINT_MODULES:
+        return value
+    if "head" in names:
+        fix = (
+            "Model Garden restores the head only with all (same preset and class count; "
+            "`head` alone loads nothing); use all, or backbone,decoder for a new head"
+        )
+    elif names == ["decoder"]:
+        fix = "the decoder (FPN) is trained on its backbone: use backbone,decoder"
+    else:
+        fix = f"use one of {', '.join(INIT_CHECKPOINT_MODULES)}"
+    raise UserError(f"hyperparameter init_checkpoint_modules={text!r} is not accepted; {fix}")
 
 
 def unquote_json_string(text: str) -> str:

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from sagemaker_tfod.container import channel as channel_lib
-from sagemaker_tfod.container import evaluation, export, training
+from sagemaker_tfod.container import checkpoint_source, evaluation, export, training
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
 from sagemaker_tfod.container.pipeline_config import (
@@ -135,12 +135,6 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
         len(channel.label_map),
     )
 
-    init_checkpoint = None
-    if hp.init_checkpoint_modules != "none":
-        init_checkpoint = channel_lib.find_checkpoint(env.checkpoint_channel_dir)
-    elif env.checkpoint_channel_dir.is_dir():
-        logger.info("init_checkpoint_modules=none: ignoring %s", env.checkpoint_channel_dir)
-
     use_gpu = bool(tf.config.list_physical_devices("GPU"))
     if hp.mixed_precision and not use_gpu:
         logger.warning("mixed_precision=true needs a GPU; training in float32 on the CPU")
@@ -155,9 +149,16 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
             eval_pattern=channel.pattern("eval") if evaluate else None,
             num_eval_examples=num_eval,
         ),
-        init_checkpoint=init_checkpoint,
         override_yaml=channel.pipeline_yaml,
         use_gpu=use_gpu,
+    )
+    # ---- Initial weights from the checkpoint channel: container/checkpoint_source.py ----
+    initial = checkpoint_source.prepare(
+        env.checkpoint_channel_dir,
+        params,
+        preset.name,
+        hp.init_checkpoint_modules,
+        env.checkpoints_dir,
     )
     check_not_stopped(stop_flag)
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
@@ -170,6 +171,7 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
             env.tensorboard_dir,
             evaluate=evaluate,
             stop_flag=stop_flag,
+            on_initialised=initial.verify if initial else None,
         )
     saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
     report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)

@@ -66,6 +66,21 @@ def _mobilenetv2_fpnlite() -> cfg.ExperimentConfig:
     return _clear_tpu_defaults(config)
 
 
+def _mobilenetv2_fpnlite_256() -> cfg.ExperimentConfig:
+    """Model Garden's COCO MobileNetV2 RetinaNet, exactly: the float model that the QAT project
+    publishes (`mobilenetv2_ssd_i256_ckpt.tar.gz`, 23.3 AP), trained with
+    `official/vision/configs/experiments/retinanet/coco_mobilenetv2_tpu.yaml`: levels 3-7,
+    separable FPN (Keras layers) and head of 128 filters, relu6, anchor size 3."""
+    config = _mobilenetv2_fpnlite()
+    model = config.task.model
+    model.decoder.fpn.use_keras_layer = True
+    model.min_level, model.max_level = 3, 7
+    model.input_size = [256, 256, 3]
+    model.anchor = retinanet_cfg.Anchor(num_scales=3, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=3)
+    config.task.losses.l2_weight_decay = 3e-5
+    return config
+
+
 def _spinenet49_mobile() -> cfg.ExperimentConfig:
     config = exp_factory.get_exp_config("retinanet_mobile_coco")
     config.task.model.input_size = [384, 384, 3]
@@ -88,6 +103,15 @@ PRESETS: dict[str, Preset] = {
             batch_size=16,
             learning_rate=0.04,
             build=_mobilenetv2_fpnlite,
+        ),
+        Preset(
+            "retinanet_mobilenetv2_fpnlite_256",
+            "MobileNetV2, separable FPN and head (128 filters), levels 3-7: Model Garden's COCO "
+            "model, so its published checkpoint carries backbone and FPN over",
+            image_size=256,
+            batch_size=16,
+            learning_rate=0.04,
+            build=_mobilenetv2_fpnlite_256,
         ),
         Preset(
             "retinanet_spinenet49_mobile_384",

@@ -211,9 +211,12 @@ def run_training(
     evaluate: bool,
     stop_flag: StopFlag | None = None,
     emit: Callable[[str], None] = _emit_to_log,
+    on_initialised: Callable[[Any], Any] | None = None,
 ) -> TrainingResult:
     """Train to `params.trainer.train_steps` (resuming from `model_dir`), evaluating at intervals.
 
+    `on_initialised(model)` runs after Model Garden initialised the model from
+    `params.task.init_checkpoint` (not when resuming), before the first step.
     A `StopRequested` between loops saves a checkpoint and returns with `stopped_early`.
     """
     stop_flag = stop_flag or StopFlag()
@@ -248,6 +251,8 @@ def run_training(
             "wrote it, or init_checkpoint_modules=none"
         ) from error
     trainer = runner.trainer
+    if initialising and on_initialised is not None:
+        on_initialised(trainer.model)
     controller = runner.controller
     metrics_action = TrainMetricsAction(
         trainer.global_step, stop_flag, record, params.trainer.train_steps

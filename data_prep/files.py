@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +109,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a UTF-8 text file under a temporary name in the same folder, then rename it."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def unsafe_archive_member(member: tarfile.TarInfo) -> bool:
+    """True for what must never be unpacked from a downloaded archive: absolute or `..` paths,
+    drive letters, links and devices (pure). Model archives (model.tar.gz, Model Garden's
+    checkpoints) hold only files and folders, so this is stricter than tarfile's 'data' filter,
+    which still allows links that stay inside the folder."""
+    name = member.name.replace("\\", "/")
+    parts = posixpath.normpath(name).split("/")
+    if name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        return True
+    return not (member.isfile() or member.isdir())

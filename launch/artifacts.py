@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import posixpath
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from sagemaker_tfod.data_prep.files import unsafe_archive_member
 from sagemaker_tfod.launch.errors import LaunchError, aws_action
 from sagemaker_tfod.launch.s3_uri import parse_s3_uri
 
@@ -40,16 +40,9 @@ class UnsafeMemberError(LaunchError):
 
 
 def unsafe_member(member: tarfile.TarInfo) -> bool:
-    """True for what must never be unpacked: absolute or '..' paths, links, devices (pure).
-
-    The fallback for Pythons without tarfile's 'data' filter (before 3.11.4); stricter than
-    that filter (no links at all): a model archive holds only files and folders.
-    """
-    name = member.name.replace("\\", "/")
-    parts = posixpath.normpath(name).split("/")
-    if name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":"):
-        return True
-    return not (member.isfile() or member.isdir())
+    """The fallback for Pythons without tarfile's 'data' filter (before 3.11.4); see
+    `unsafe_archive_member`: a model archive holds only files and folders."""
+    return unsafe_archive_member(member)
 
 
 def check_destination(destination: Path, force: bool) -> None:

@@ -1,5 +1,5 @@
-"""`python -m launch upload|train|status|logs|stop|download|local|push|deploy|invoke|endpoint|
-transform|serve-local`: the argument parser.
+"""`python -m launch upload|train|status|logs|stop|download|local|push|pretrained|deploy|
+invoke|endpoint|transform|serve-local`: the argument parser.
 
 Thin shell: one small function per subcommand's parser, and `main`, which runs the command
 (launch.commands) and turns every user-fixable problem (settings, AWS errors) into one
@@ -120,6 +120,19 @@ def _add_train(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="stream status and CloudWatch logs until the job ends"
     )
     _poll_seconds_argument(train, "status polls with --wait")
+    _pretrained_argument(train, "uploaded (once) as the checkpoint channel")
+
+
+def _pretrained_argument(parser: argparse.ArgumentParser, how: str) -> None:
+    parser.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        default=None,
+        help=f"start from pretrained weights (python -m launch pretrained list): fetched, {how}; "
+        "sets the model preset and init_checkpoint_modules",
+    )
+    _add_setting(parser, "pretrained_cache")
+    _add_setting(parser, "pretrained_mirror")
 
 
 def _add_status(commands: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -195,6 +208,7 @@ def _add_local(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     local_cmd.add_argument(
         "--prepare-only", action="store_true", help="write the tree, do not run (for docker run)"
     )
+    _pretrained_argument(local_cmd, "used as the checkpoint channel")
     local_cmd.add_argument(
         "--copy-channels",
         action="store_true",
@@ -326,6 +340,36 @@ def _add_serve_local(commands: Subparsers, common: argparse.ArgumentParser) -> N
     _add_setting(serve, "serve_export")
 
 
+def _add_pretrained(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    pretrained = commands.add_parser(
+        "pretrained",
+        help="list and fetch published pretrained weights (Model Garden, Keras)",
+        description="The catalogue of published weights and the preset each fits; `fetch` "
+        "downloads one over HTTPS to the local cache (progress, resume, size and checksum "
+        "checks). `train --pretrained NAME` then uploads it as the checkpoint channel.",
+    )
+    actions = pretrained.add_subparsers(dest="pretrained_command", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        parents=[common],
+        help="name, preset, what it initialises, published AP, size, source URL",
+        description="Print the catalogue as JSON lines (or a table with --table).",
+    )
+    listing.add_argument("--table", action="store_true", help="a table instead of JSON lines")
+    fetch = actions.add_parser(
+        "fetch",
+        parents=[common],
+        help="download NAME into the cache (resumes; checks size and checksums)",
+        description="Download every file of NAME into PRETRAINED_CACHE/NAME/; an interrupted "
+        "download resumes where it stopped; a corrupt file is deleted and refused.",
+    )
+    fetch.add_argument("name", help="catalogue name (python -m launch pretrained list)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sub in (listing, fetch):
+        _add_setting(sub, "pretrained_cache")
+        _add_setting(sub, "pretrained_mirror")
+
+
 SUBPARSERS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = (
     _add_upload,
     _add_train,
@@ -335,6 +379,7 @@ SUBPARSERS: tuple[Callable[[Subparsers, argparse.ArgumentParser], None], ...] = 
     _add_download,
     _add_local,
     _add_push,
+    _add_pretrained,
     _add_deploy,
     _add_invoke,
     _add_endpoint,

@@ -10,10 +10,21 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sagemaker_tfod.launch import artifacts, ecr, local, logs, s3_sync, settings, training_job
+from sagemaker_tfod.launch import (
+    artifacts,
+    ecr,
+    local,
+    logs,
+    pretrained,
+    s3_sync,
+    settings,
+    training_job,
+)
 from sagemaker_tfod.launch.errors import JobEndedError, LaunchError, aws_action
 from sagemaker_tfod.launch.s3_uri import join_s3
 
@@ -164,14 +175,92 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- pretrained weights ------------------------------------------------------------------
+
+PRETRAINED_SETTINGS = ("pretrained_cache", "pretrained_mirror")
+
+
+def _pretrained_settings(
+    args: argparse.Namespace, config: dict[str, Any]
+) -> tuple[Path, str | None]:
+    values = _resolve(args, config, PRETRAINED_SETTINGS)
+    cache = Path(values["pretrained_cache"]) if values["pretrained_cache"] else None
+    return cache or pretrained.default_cache_dir(), values["pretrained_mirror"]
+
+
+def fetch_pretrained(
+    args: argparse.Namespace, config: dict[str, Any], entry: pretrained.Pretrained
+) -> pretrained.FetchReport:
+    cache, mirror = _pretrained_settings(args, config)
+    report = pretrained.fetch(
+        entry, cache, mirror=mirror, progress=not getattr(args, "no_progress", False)
+    )
+    where = "already in the cache" if report.from_cache else "downloaded and checked"
+    log.info("%s: %s (%s)", entry.name, where, report.folder)
+    return report
+
+
+def with_pretrained_channel(
+    spec: training_job.TrainingJobSpec, entry: pretrained.Pretrained, s3_prefix: str | None
+) -> training_job.TrainingJobSpec:
+    """The spec with the entry as its checkpoint channel (S3_PREFIX/pretrained/NAME unless
+    --init-checkpoint-s3-uri names the place) and its preset and modules (pure)."""
+    uri = spec.init_checkpoint_s3_uri
+    if not uri:
+        if not s3_prefix:
+            raise LaunchError(
+                f"--pretrained {entry.name} needs an S3 place for the weights: set s3_prefix "
+                "(they go to S3_PREFIX/pretrained/NAME) or --init-checkpoint-s3-uri"
+            )
+        uri = join_s3(s3_prefix, "pretrained", entry.name)
+    return replace(
+        spec,
+        init_checkpoint_s3_uri=uri,
+        hyperparameters=pretrained.with_pretrained(spec.hyperparameters, entry),
+    )
+
+
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.pretrained_command == "list":
+        rows = pretrained.catalogue_rows(_pretrained_settings(args, config)[0])
+        if args.table:
+            columns = ("name", "preset", "initialises", "published", "size", "source_url")
+            print("\t".join(columns))
+            for row in rows:
+                print("\t".join(str(row[c]) for c in columns))
+        else:
+            for row in rows:
+                print(json.dumps(row))
+        return 0
+    report = fetch_pretrained(args, config, pretrained.get(args.name))
+    print(json.dumps(report.as_json()))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     spec = training_spec(args, config, datetime.now(UTC))
+    entry = pretrained.get(args.pretrained) if args.pretrained else None
+    if entry is not None:
+        s3_prefix = _resolve(args, config, ["s3_prefix"])["s3_prefix"]
+        spec = with_pretrained_channel(spec, entry, s3_prefix)
     request = training_job.build_create_training_job_request(spec, _metric_definitions())
     if args.dry_run:
         print(json.dumps(request, indent=2))
         return 0
     region = _region(args, config)
+    if entry is not None and spec.init_checkpoint_s3_uri:
+        folder = Path(fetch_pretrained(args, config, entry).folder)
+        upload = s3_sync.upload_channel(
+            make_client("s3", region, pool=s3_sync.DEFAULT_WORKERS + 4),
+            folder,
+            spec.init_checkpoint_s3_uri,
+            progress=sys.stderr.isatty(),
+        )
+        log.info(
+            "pretrained %s -> %s: %s", entry.name, spec.init_checkpoint_s3_uri, upload.summary()
+        )
     sagemaker = make_client("sagemaker", region)
     with aws_action(f"creating training job '{spec.job_name}'"):
         response = sagemaker.create_training_job(**request)
@@ -274,12 +363,23 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_local(args: argparse.Namespace) -> int:
     config = _config(args)
+    values = job_hyperparameters(args, config)
+    checkpoint_dir = args.checkpoint_dir
+    if args.pretrained:
+        if checkpoint_dir is not None:
+            raise LaunchError("pass --pretrained or --checkpoint-dir, not both")
+        entry = pretrained.get(args.pretrained)
+        values = pretrained.with_pretrained(values, entry)
+        if args.dry_run:  # where it will be; nothing is downloaded
+            checkpoint_dir = _pretrained_settings(args, config)[0] / entry.name
+        else:
+            checkpoint_dir = Path(fetch_pretrained(args, config, entry).folder)
     # The same sources and the same conversion as the HyperParameters `train` sends.
-    hyperparameters = training_job.request_hyperparameters(job_hyperparameters(args, config))
+    hyperparameters = training_job.request_hyperparameters(values)
     tree = local.plan_local_tree(
         hyperparameters,
         args.channel_dir,
-        args.checkpoint_dir,
+        checkpoint_dir,
     )
     if args.dry_run:
         print(
@@ -322,4 +422,5 @@ COMMANDS = {
     "download": cmd_download,
     "local": cmd_local,
     "push": cmd_push,
+    "pretrained": cmd_pretrained,
 }

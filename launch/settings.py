@@ -124,6 +124,18 @@ SPECS: dict[str, SettingSpec] = {
             None,
             "batch transform job name (default tf-od-transform-DATE-TIME)",
         ),
+        SettingSpec(
+            "pretrained_cache",
+            str,
+            None,
+            "folder for downloaded pretrained weights (default ~/.cache/sagemaker-tfod/pretrained)",
+        ),
+        SettingSpec(
+            "pretrained_mirror",
+            str,
+            None,
+            "base URL that replaces the publisher's host in pretrained downloads (a mirror)",
+        ),
     )
 }
 

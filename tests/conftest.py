@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 
 import pytest
@@ -110,6 +111,15 @@ def run_container(base_dir: pathlib.Path, timeout: float = 600) -> TrainedRun:
         returncode=completed.returncode,
         log=completed.stdout + completed.stderr,
     )
+
+
+def checkpoint_archive(checkpoint_dir: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
+    """A `.tar.gz` of a run's checkpoints laid out as Model Garden publishes its COCO models:
+    one top folder holding `ckpt-N.index` and `ckpt-N.data-*`."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(checkpoint_dir.iterdir()):
+            tar.add(path, arcname=f"{archive.name.split('.')[0]}/{path.name}")
+    return archive
 
 
 @pytest.fixture(scope="session")

@@ -68,11 +68,64 @@ def test_checkpoint_channel_without_a_checkpoint(synthetic_channel, tmp_path):
     base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
     checkpoint = base / "input/data/checkpoint"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "model.h5").write_bytes(b"not a checkpoint")
+    (checkpoint / "notes.txt").write_bytes(b"not a checkpoint")
     message = failure_of(base)
     assert "input/data/checkpoint holds no TensorFlow checkpoint" in message
-    assert "model.h5" in message
+    assert "notes.txt" in message
     assert "point it at an earlier job's checkpoints or remove the channel" in message
+
+
+def test_empty_checkpoint_channel(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    (base / "input/data/checkpoint/empty_folder").mkdir(parents=True)
+    message = failure_of(base)
+    assert "checkpoint channel" in message and "is empty" in message
+    assert "launch train --pretrained NAME" in message
+
+
+def test_head_alone_is_refused_before_anything_loads(synthetic_channel, tmp_path):
+    """Model Garden would load nothing and say nothing (tensorflow/models#9284)."""
+    base = make_base_dir(
+        tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "init_checkpoint_modules": "head"}
+    )
+    message = failure_of(base)
+    assert "init_checkpoint_modules='head' is not accepted" in message
+    assert "use all, or backbone,decoder" in message
+
+
+def test_list_form_is_refused(synthetic_channel, tmp_path):
+    base = make_base_dir(
+        tmp_path, synthetic_channel, {**TINY_HYPERPARAMETERS, "init_checkpoint_modules": "['all']"}
+    )
+    assert "must be a plain comma-separated value, not a list" in failure_of(base)
+
+
+def test_keras_h5_that_is_not_hdf5(synthetic_channel, tmp_path):
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    checkpoint = base / "input/data/checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.h5").write_bytes(b"not a checkpoint")
+    assert "model.h5: not a readable HDF5 (.h5) file" in failure_of(base)
+
+
+def test_checkpoint_of_another_preset_names_the_preset_it_fits(synthetic_channel, tmp_path):
+    """A SpineNet-49 mobile checkpoint (keyed as a Model Garden trainer writes it) offered to
+    the MobileNetV2 preset: refused before training, naming the preset it fits."""
+    import tensorflow as tf
+
+    from sagemaker_tfod.container import checkpoint_source
+    from sagemaker_tfod.container.presets import get_preset
+
+    config = get_preset("retinanet_spinenet49_mobile_384").base_config().task.model
+    config.num_classes = 91
+    spinenet = checkpoint_source.build_model(config)
+    base = make_base_dir(tmp_path, synthetic_channel, TINY_HYPERPARAMETERS)
+    prefix = str(base / "input/data/checkpoint/spinenet49mobile/ckpt-277200")
+    tf.train.Checkpoint(**spinenet.checkpoint_items).write(prefix)
+    message = failure_of(base)
+    assert "does not fit model=retinanet_mobilenetv2_fpnlite_320" in message
+    assert "the checkpoint fits model=retinanet_spinenet49_mobile_384 (backbone)" in message
+    assert not (base / "checkpoints/checkpoint").exists()  # nothing was trained
 
 
 def test_checkpoint_channel_with_a_broken_checkpoint(synthetic_channel, tmp_path):
@@ -80,6 +133,10 @@ def test_checkpoint_channel_with_a_broken_checkpoint(synthetic_channel, tmp_path
     checkpoint = base / "input/data/checkpoint"
     checkpoint.mkdir(parents=True)
     (checkpoint / "ckpt-5.index").write_bytes(b"garbage")
+    message = failure_of(base)
+    assert "ckpt-5.index has no ckpt-5.data-* file beside it" in message
+    assert "upload the complete ckpt-N.index and ckpt-N.data-* files" in message
+    (checkpoint / "ckpt-5.data-00000-of-00001").write_bytes(b"garbage too")
     message = failure_of(base)
     assert "ckpt-5 cannot be read" in message
     assert "upload the complete ckpt-N.index and ckpt-N.data-* files" in message

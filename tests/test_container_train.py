@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     REPO,
     TINY_HYPERPARAMETERS,
+    checkpoint_archive,
     container_command,
     container_env,
     make_base_dir,
@@ -172,18 +173,31 @@ def two_class_channel(synthetic_voc, tmp_path, eval_fraction):
     return channel
 
 
-def test_backbone_init_across_class_counts_and_train_only(trained_run, synthetic_voc, tmp_path):
-    """A 2-class, train-only channel starts from the 3-class run's backbone."""
+def test_backbone_and_decoder_from_an_archive_across_class_counts(
+    trained_run, synthetic_voc, tmp_path
+):
+    """A 2-class, train-only channel starts from the 3-class run's backbone and FPN, given as
+    the .tar.gz Model Garden publishes; every variable of both is counted as restored."""
     channel = two_class_channel(synthetic_voc, tmp_path, eval_fraction=0.0)
     base = make_base_dir(
         tmp_path / "opt_ml",
         channel,
-        {**TINY_HYPERPARAMETERS, "num_steps": "2", "log_interval_steps": "2"},
+        {
+            **TINY_HYPERPARAMETERS,
+            "num_steps": "2",
+            "log_interval_steps": "2",
+            "init_checkpoint_modules": "Backbone, Decoder",
+        },
     )
-    shutil.copytree(trained_run.checkpoint_dir, base / "input/data/checkpoint")
+    (base / "input/data/checkpoint").mkdir(parents=True)
+    checkpoint_archive(trained_run.checkpoint_dir, base / "input/data/checkpoint/tiny.tar.gz")
     run = run_container(base)
     assert run.returncode == 0, run.log[-3000:]
     assert "Finished loading pretrained checkpoint" in run.log
+    restored = dict(
+        re.findall(r"(backbone|decoder|head): restored (\d+ of \d+) variables", run.log)
+    )
+    assert restored == {"backbone": "260 of 260", "decoder": "37 of 37"}, run.log[-3000:]
     assert "no eval examples" in run.log
     metrics = run.metrics
     assert metrics["eval"] is None
@@ -202,8 +216,12 @@ def test_all_with_another_class_count_is_a_clear_error(trained_run, synthetic_vo
     shutil.copytree(trained_run.checkpoint_dir, base / "input/data/checkpoint")
     run = run_container(base)
     assert run.returncode == 1, run.log[-3000:]
-    assert "does not fit this model with init_checkpoint_modules=all" in run.failure
-    assert "init_checkpoint_modules=backbone" in run.failure
+    expected = (
+        "does not fit model=retinanet_mobilenetv2_fpnlite_320 with init_checkpoint_modules=all"
+    )
+    assert expected in run.failure
+    assert "head: of 82 model variables, 2 differ in shape" in run.failure
+    assert "use init_checkpoint_modules=backbone,decoder to start a new head" in run.failure
     assert len(run.failure.strip().splitlines()) == 1
 
 

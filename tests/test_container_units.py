@@ -77,7 +77,11 @@ def test_unknown_hyperparameter_lists_the_known_ones():
         ("quantize", "maybe", "quantize='maybe' is not a valid bool"),
         ("learning_rate", "nan", "not a valid float"),
         ("inference_type", "FP16", "must be one of FLOAT, QUANTIZED_UINT8, INT8"),
-        ("init_checkpoint_modules", "head", "must be one of all, backbone, none"),
+        ("init_checkpoint_modules", "head", "'head' is not accepted; Model Garden restores"),
+        ("init_checkpoint_modules", "['all']", "must be a plain comma-separated value, not a list"),
+        ("init_checkpoint_modules", "decoder", "use backbone,decoder"),
+        ("init_checkpoint_modules", "backbone,decoder,head", "use all, or backbone,decoder"),
+        ("init_checkpoint_modules", "everything", "one of backbone, backbone,decoder, all, none"),
         ("scale_min", "2", "scale_min <= scale_max"),
     ],
 )
@@ -162,6 +166,12 @@ def test_json_quoted_values_from_the_sdk_mean_the_bare_values():
             "inference_type": '"int8"',
             "init_checkpoint_modules": "Backbone",
         }
+    )
+    assert (
+        parse_hyperparameters(
+            {"init_checkpoint_modules": '"Decoder, BACKBONE"'}
+        ).init_checkpoint_modules
+        == "backbone,decoder"
     )
     assert hp.model == "retinanet_spinenet49_mobile_384"
     assert hp.num_steps == 10

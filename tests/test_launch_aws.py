@@ -18,6 +18,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -338,6 +339,76 @@ def test_train_request_as_it_reached_the_server(aws, tmp_path, capsys, monkeypat
     assert status["EnableManagedSpotTraining"] is True
     assert status["CheckpointS3Uri"] == f"s3://{bucket}/raccoon/checkpoints/job-request-1"
     assert status["TrainingJobStatus"] in ("InProgress", "Completed")
+
+
+def test_train_pretrained_uploads_once_and_names_the_channel(
+    aws, trained_run, tmp_path, capsys, monkeypatch, caplog
+):
+    """`train --pretrained NAME`: fetched from a loopback stand-in for storage.googleapis.com,
+    uploaded to S3_PREFIX/pretrained/NAME as the checkpoint channel (skipped when unchanged),
+    preset and modules set; a dry run sends nothing."""
+    from conftest import checkpoint_archive
+    from launch_helpers import FileServer
+
+    from sagemaker_tfod.launch import pretrained
+
+    caplog.set_level("INFO", logger="sagemaker_tfod.launch")
+    bucket = _bucket(aws, "train-pretrained")
+    name = "mobilenetv2_256_coco"
+    archive = checkpoint_archive(trained_run.checkpoint_dir, tmp_path / "a.tar.gz").read_bytes()
+    path = urllib.parse.urlparse(pretrained.CATALOGUE[name].files[0].url).path
+    monkeypatch.setenv("LAUNCH_PRETRAINED_CACHE", str(tmp_path / "cache"))
+    arguments = [
+        "train", "--role", ROLE, "--image", IMAGE, "--s3-prefix", f"s3://{bucket}/raccoon",
+        "--pretrained", name, "--hp", "num_steps=100",
+    ]  # fmt: skip
+    channel_uri = f"s3://{bucket}/raccoon/pretrained/{name}"
+
+    server = FileServer({path: archive})
+    with server as url:
+        monkeypatch.setenv("LAUNCH_PRETRAINED_MIRROR", url)
+        with Recorder(aws) as recorder:
+            code, out, err = _run_cli([*arguments, "--dry-run"], capsys)
+        assert code == 0, err
+        assert recorder.requests() == [] and server.requests == []  # a dry run sends nothing
+        dry = json.loads(out)
+
+        for job in ("job-pretrained-1", "job-pretrained-2"):
+            with Recorder(aws) as recorder:
+                code, out, err = _run_cli([*arguments, "--job-name", job], capsys)
+            assert code == 0, err
+            (sent,) = recorder.targets("SageMaker.CreateTrainingJob")
+            puts = [
+                entry for entry in recorder.requests()
+                if entry["method"] in ("PUT", "POST") and "/pretrained/" in entry["url"]
+            ]  # fmt: skip
+            channels = {item["ChannelName"]: item for item in sent["InputDataConfig"]}
+            assert channels["checkpoint"]["DataSource"]["S3DataSource"]["S3Uri"] == channel_uri
+            assert sent["HyperParameters"] == {
+                "num_steps": "100",
+                "model": "retinanet_mobilenetv2_fpnlite_256",
+                "init_checkpoint_modules": "backbone,decoder",
+            }
+            if job.endswith("-1"):
+                assert len(puts) == 1, puts  # the archive, once
+            else:
+                assert puts == [], puts  # unchanged: skipped
+                assert "0 uploaded, 1 unchanged (skipped)" in caplog.text
+    assert len(server.requests) == 1  # fetched once, then from the cache
+    assert dry["InputDataConfig"] == sent["InputDataConfig"]
+    body = (
+        _client("s3", aws)
+        .get_object(
+            Bucket=bucket, Key=f"raccoon/pretrained/{name}/mobilenetv2_ssd_i256_ckpt.tar.gz"
+        )["Body"]
+        .read()
+    )
+    assert body == archive
+
+    # A preset that does not fit the weights is refused before anything is sent.
+    code, _, err = _run_cli([*arguments, "--hp", "model=retinanet_resnet50_fpn_640"], capsys)
+    assert code == 2
+    assert "fits model=retinanet_mobilenetv2_fpnlite_256" in err
 
 
 def test_train_settings_from_environment_and_missing_ones(aws, tmp_path, capsys, monkeypatch):
