@@ -1,23 +1,26 @@
-"""`python -m container [train]`: what the image runs (SageMaker passes `train`, or nothing).
+"""`python -m container [train|export]`: what the image runs (SageMaker passes `train`, or
+nothing, which means the same); `export` writes a model folder from a checkpoint.
 
-Exit codes: 0 done (also after a SIGTERM during training: the model is exported), 1 bad input
-or a stop before training started (message in output/failure), 2 internal error (traceback in
-the log, summary in output/failure).
+Exit codes of `train`: 0 done (also after a stop, whenever a usable model was written), 1 bad
+input, a full disk, or a stop before a model could be written (message in output/failure),
+2 internal error (traceback in the log, summary in output/failure).
+
+The SIGTERM handler is installed before anything heavy is imported (TensorFlow takes
+seconds to import): see `stopping.py`. Subcommands are the `COMMANDS` table: a new one adds
+a row (name, help, a function adding its flags, a function running it).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import sys
 import traceback
 
-from sagemaker_tfod.container.errors import UserError
-from sagemaker_tfod.container.hyperparameters import describe
-from sagemaker_tfod.container.presets import PRESETS
-from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR, SageMakerEnv
-from sagemaker_tfod.data_prep.files import atomic_write_text
+from sagemaker_tfod.container.stopping import GracefulStop
 
 logger = logging.getLogger("sagemaker_tfod.container")
 
@@ -26,6 +29,10 @@ EXIT_INTERNAL_ERROR = 2
 
 
 def _epilog() -> str:
+    from sagemaker_tfod.container.hyperparameters import describe
+    from sagemaker_tfod.container.presets import PRESETS
+    from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR
+
     rows = "\n".join(
         f"  {name:27} {kind:5} {default:34} {meaning}"
         for name, kind, default, meaning in describe()
@@ -36,6 +43,20 @@ def _epilog() -> str:
         f"presets (hyperparameter `model`):\n{presets}\n\n"
         f"{BASE_DIR_ENV} moves the SageMaker tree (default {DEFAULT_BASE_DIR})."
     )
+
+
+class _Parser(argparse.ArgumentParser):
+    """With `hyperparameter_help`, --help ends with the hyperparameter table, built only when
+    asked for (it imports Model Garden, which takes seconds)."""
+
+    def __init__(self, *args, hyperparameter_help: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hyperparameter_help = hyperparameter_help
+
+    def format_help(self) -> str:
+        if self.hyperparameter_help:
+            self.epilog = _epilog()
+        return super().format_help()
 
 
 def is_orbit_progress(record: logging.LogRecord) -> bool:
@@ -60,32 +81,95 @@ def configure_logging() -> None:
         stream=sys.stdout,
     )
     logging.getLogger("absl").addFilter(lambda record: not is_orbit_progress(record))
-    # TensorFlow, imported with the presets before this runs, found no root handler and gave
-    # its own logger a stderr handler: without this every TensorFlow message appears twice.
+    # A TensorFlow imported before this found no root handler and gave its own logger a
+    # stderr handler: without this every TensorFlow message would appear twice.
     tensorflow_logger = logging.getLogger("tensorflow")
     for handler in tensorflow_logger.handlers[:]:
         tensorflow_logger.removeHandler(handler)
 
 
-def write_failure(env: SageMakerEnv, message: str) -> None:
+def write_failure(env, message: str) -> None:
+    from sagemaker_tfod.container.failure import write_failure as write
+
+    write(env, message)
+
+
+def disk_full_message(error: BaseException) -> str | None:
+    """The one-line failure for ENOSPC (an OSError, or a TensorFlow error saying so), else None."""
+    seen = error
+    while seen is not None:
+        text = " ".join(str(seen).split())
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or (
+            "No space left on device" in text
+        ):
+            where = getattr(seen, "filename", None) or _written_path(text)
+            return (
+                f"no space left on the device while writing {where}; the job's disk is full: "
+                "give it a larger volume (python -m launch train --volume-gb, VolumeSizeInGB) "
+                "or keep fewer files (a smaller channel, a larger checkpoint_interval_steps); "
+                "the files being written were removed, complete ones kept"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _written_path(text: str) -> str:
+    """The file a TensorFlow error names, without its `{{function_node ...}}` noise."""
+    text = re.sub(r"\{\{.*?\}\}\s*", "", text)
+    path = re.search(r"(/[^\s;:]+)", text)
+    return path.group(1) if path else text[:200]
+
+
+def _configure_stop(env, stop: GracefulStop) -> None:
+    """The stop settings from hyperparameters.json before TensorFlow is imported, so that a
+    stop during the imports keeps them too (bad values are reported later, by the job)."""
+    from sagemaker_tfod.container.hyperparameters import Hyperparameters, unquote_json_string
+
+    defaults = Hyperparameters()
     try:
-        atomic_write_text(env.failure_file, message.strip() + "\n")
-    except OSError:
-        logger.exception("could not write %s", env.failure_file)
+        raw = env.read_hyperparameters()
+        grace = float(unquote_json_string(raw.get("stop_grace_seconds", "")) or "nan")
+        margin = float(unquote_json_string(raw.get("stop_margin_seconds", "")) or "nan")
+    except (ValueError, TypeError):
+        return
+    grace = grace if grace == grace else defaults.stop_grace_seconds  # nan: not given
+    margin = margin if margin == margin else defaults.stop_margin_seconds
+    if grace > 0 and 0 <= margin < grace:
+        stop.configure(grace, margin)
 
 
-def train(env: SageMakerEnv) -> int:
+def train(env, stop: GracefulStop | None = None) -> int:
+    """Run the training job with failures mapped to output/failure and an exit code."""
+    own_stop = stop is None
+    if own_stop:
+        stop = GracefulStop().install()
+    from sagemaker_tfod.container.errors import UserError
+    from sagemaker_tfod.container.failure import last_words, stopped_before_training
+
+    _configure_stop(env, stop)
+    stop.on_deadline(lambda: last_words(env, stopped_before_training(stop.flag.signal_name))())
     try:
         # Imported here so that a broken TensorFlow install still leaves output/failure.
         from sagemaker_tfod.container.job import run_train_job
 
-        report = run_train_job(env)
+        report = run_train_job(env, stop)
+        stop.finished()
     except UserError as error:
+        stop.finished()
         message = " ".join(str(error).split())
         logger.error("training failed: %s", message)
         write_failure(env, message)
         return EXIT_USER_ERROR
     except Exception as error:
+        stop.finished()
+        full = disk_full_message(error)
+        if full is not None:
+            from sagemaker_tfod.container.failure import remove_partial_writes
+
+            remove_partial_writes(env)  # frees what the failed writes took
+            logger.error("training failed: %s", full)
+            write_failure(env, full)
+            return EXIT_USER_ERROR
         logger.error("internal error:\n%s", traceback.format_exc())
         write_failure(
             env,
@@ -94,6 +178,9 @@ def train(env: SageMakerEnv) -> int:
             "is in the job's log; please report it with the log attached.",
         )
         return EXIT_INTERNAL_ERROR
+    finally:
+        if own_stop:
+            stop.uninstall()
     evaluated = report.get("eval")
     if evaluated:
         overall = evaluated["overall"]
@@ -105,28 +192,82 @@ def train(env: SageMakerEnv) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m container",
-        description="SageMaker training container for Model Garden RetinaNet object detection.",
-        epilog=_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="train",
-        choices=["train"],
-        help="what to run (SageMaker passes `train`, SDK local mode nothing): default train",
-    )
-    args = parser.parse_args(argv)
-    configure_logging()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# ------------------------------------------------------------------ subcommands
+
+
+def _add_train_arguments(_parser: argparse.ArgumentParser) -> None:
+    """`train` takes no flags: SageMaker's files configure it (see --help)."""
+
+
+def _run_train(_args: argparse.Namespace, stop: GracefulStop) -> int:
+    from sagemaker_tfod.container.sagemaker_env import SageMakerEnv
+
     env = SageMakerEnv.from_environ()
     logger.info("SageMaker base dir: %s", env.base_dir)
-    if args.command == "train":
-        return train(env)
-    return EXIT_INTERNAL_ERROR
+    return train(env, stop)
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from sagemaker_tfod.container.export_command import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_export(args: argparse.Namespace, stop: GracefulStop) -> int:
+    from sagemaker_tfod.container.export_command import run
+
+    stop.uninstall()  # a command at a prompt: Ctrl-C means stop now (nothing half-written stays)
+    return run(args)
+
+
+# name -> (help, add its arguments, run it with the parsed arguments and the stop handler)
+COMMANDS = {
+    "train": (
+        "run the SageMaker training job (the default; SageMaker passes it)",
+        _add_train_arguments,
+        _run_train,
+    ),
+    "export": (
+        "write SavedModel, frozen graph and TFLite files from a checkpoint and a channel",
+        _add_export_arguments,
+        _run_export,
+    ),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m container",
+        description="SageMaker training container for Model Garden RetinaNet object detection.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        hyperparameter_help=True,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        command = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            hyperparameter_help=name == "train",
+        )
+        add_arguments(command)
+        command.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop = GracefulStop().install()  # first: a SIGTERM during the imports below is a stop
+    try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        if not argv:
+            argv = ["train"]  # SageMaker SDK local mode passes nothing
+        args = make_parser().parse_args(argv)
+        configure_logging()
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+        return args.run(args, stop)
+    finally:
+        stop.uninstall()
 
 
 if __name__ == "__main__":

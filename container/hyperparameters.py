@@ -67,6 +67,12 @@ class Hyperparameters:
         "QUANTIZED_UINT8 or INT8 (model_int8.tflite, full integer)",
     )
     calibration_samples: int = _hp(100, "images used to calibrate full-integer TFLite")
+    stop_grace_seconds: float = _hp(
+        120.0, "seconds from SIGTERM to SIGKILL (SageMaker's stop: 120); exports after a stop fit"
+    )
+    stop_margin_seconds: float = _hp(
+        15.0, "seconds before that SIGKILL by which the job must have ended (see Stops)"
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -211,6 +217,11 @@ def _validate(hp: Hyperparameters) -> None:
         hp.init_checkpoint_modules in INIT_CHECKPOINT_MODULES,
         f"init_checkpoint_modules={hp.init_checkpoint_modules!r} must be one of "
         f"{', '.join(INIT_CHECKPOINT_MODULES)}",
+    )
+    require(
+        hp.stop_grace_seconds > 0 and 0 <= hp.stop_margin_seconds < hp.stop_grace_seconds,
+        f"stop_grace_seconds={hp.stop_grace_seconds}, stop_margin_seconds="
+        f"{hp.stop_margin_seconds}: need 0 <= margin < grace",
     )
     require(
         hp.inference_type in INFERENCE_TYPES,
