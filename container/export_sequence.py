@@ -296,6 +296,8 @@ def export_model(
         if entries:
             report["skipped_exports"] = entries
         with commit():
+            if not complete:  # cut off at the deadline: what was being written goes
+                export.remove_stale_temporaries(model_dir)
             if edge is not None:
                 edge_skipped = {k: v for k, v in entries.items() if k in edge_names}
                 edge.write_record(edge_skipped, plot=complete)

@@ -108,15 +108,14 @@ def test_saved_model_takes_uint8_images_of_any_size(trained_run):
         assert set(np.unique(classes[0][:count])) <= {1, 2, 3}
 
 
-# A SIGTERM during training gets this grace period (SageMaker's is 120 s): enough for the
-# checkpoint and the SavedModel, not for every edge export with int8, so some are left out.
-SHRUNK_GRACE_SECONDS = 60.0
+# SageMaker's SIGTERM -> SIGKILL; the job runs with the default grace and margin.
+SAGEMAKER_GRACE_SECONDS = 120.0
 
 
 @pytest.fixture(scope="module")
 def resumed_then_stopped(trained_run, tmp_path_factory):
     """Reuse the trained run's checkpoints, train towards 400 steps, SIGTERM after one loop;
-    edge exports and int8 asked for, and a shrunk grace period."""
+    edge exports and int8 asked for, SageMaker's grace period (the defaults)."""
     base = make_base_dir(
         tmp_path_factory.mktemp("sigterm") / "opt_ml",
         trained_run.channel_dir,
@@ -128,8 +127,6 @@ def resumed_then_stopped(trained_run, tmp_path_factory):
             "quantize": "true",
             "inference_type": "INT8",
             "calibration_samples": "8",
-            "stop_grace_seconds": str(SHRUNK_GRACE_SECONDS),
-            "stop_margin_seconds": "5",
         },
         pipeline_yaml=None,  # the copied channel already holds it
     )
@@ -173,20 +170,19 @@ def test_sigterm_saves_a_checkpoint_exports_and_exits_cleanly(resumed_then_stopp
     assert (base / f"checkpoints/ckpt-{stopped_at}.index").is_file()
     assert (base / "model/saved_model/saved_model.pb").is_file()
     assert not (base / "output/failure").exists()
-    assert seconds < SHRUNK_GRACE_SECONDS
+    assert seconds < SAGEMAKER_GRACE_SECONDS
 
 
-def test_sigterm_leaves_out_the_exports_that_do_not_fit_and_says_how_to_make_them(
-    resumed_then_stopped,
-):
-    """SavedModel first; then only what fits before the deadline; the rest is listed with
-    the command that writes it from the checkpoint, and nothing half-written remains."""
+def test_sigterm_exports_what_fits_and_says_how_to_make_the_rest(resumed_then_stopped):
+    """SavedModel first; then what fits before the deadline (on 2 shared cores, int8 usually
+    does not); whatever was left out is listed with the command that writes it from the
+    checkpoint, and nothing half-written remains. (test_faults_stop.py cuts exports short
+    deterministically, with a 5 s grace period.)"""
     base, returncode, log, _seconds = resumed_then_stopped
     assert returncode == 0, log[-3000:]
     model = base / "model"
     metrics = json.loads((model / "metrics.json").read_text())
-    skipped = metrics["skipped_exports"]
-    assert "model_int8.tflite" in skipped  # calibrating int8 does not fit in 60 s here
+    skipped = metrics.get("skipped_exports", {})
     for name, entry in skipped.items():
         assert entry["reason"], name
         assert entry["command"].startswith("python -m container export --checkpoint ")
@@ -194,13 +190,14 @@ def test_sigterm_leaves_out_the_exports_that_do_not_fit_and_says_how_to_make_the
         assert "--quantize --inference-type INT8" in entry["command"]
         assert f"{name}: " in log  # and in the log
     export_json = json.loads((model / "export.json").read_text())
-    edge_outputs = ("frozen_inference_graph.pb", "model.tflite", "model_int8.tflite")
-    for name in edge_outputs:
+    assert export_json.get("skipped", {}).keys() <= skipped.keys()
+    for name in ("frozen_inference_graph.pb", "model.tflite", "model_int8.tflite"):
         written = (model / name).is_file()
         assert written == (name in export_json["files"]), name
-        assert written or name in export_json["skipped"], name
+        assert written or name in skipped, name
     hidden = [p.name for p in model.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
     assert hidden == []
+    print(f"SIGTERM during training left out: {sorted(skipped) or 'nothing'}")
 
 
 def two_class_channel(synthetic_voc, tmp_path, eval_fraction):
