@@ -118,7 +118,7 @@ def main() -> int:
     }
     results = {}
     phases = args.phases.split(",")
-    if "full" in phases or "exports" in phases:
+    if "full" in phases or not (work / "full" / "checkpoints").is_dir():
         full = _base(work, "full", channel, hyperparameters)
         results["full"] = _run(full)
         saved_model = results["full"]["steps"].get("saved_model")

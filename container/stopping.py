@@ -210,12 +210,17 @@ class GracefulStop:
         logger.warning(
             "last records written in %.2f s; exit code %d", time.monotonic() - started, code
         )
-        _flush_logs()
-        os._exit(code)  # the main thread may be deep in TensorFlow: end the process itself
+        exit_now(code)  # the main thread may be deep in TensorFlow: end the process itself
 
 
 def _exit_code_one() -> int:
     return 1
+
+
+def exit_now(code: int) -> None:
+    """End the process at once (no interpreter shutdown), logs flushed first."""
+    _flush_logs()
+    os._exit(code)
 
 
 def _flush_logs() -> None:
