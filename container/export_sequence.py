@@ -107,7 +107,8 @@ class SequenceState:
 
 class ExportSequence:
     """Runs `ExportStep`s in order, under `stop`'s deadline; `write_records(skipped,
-    complete)` writes metrics.json / export.json (at the end, or at the deadline)."""
+    complete, clean=False)` writes metrics.json / export.json: at the end (complete), before
+    each step after a stop (provisional), and at the deadline (clean: temporaries removed)."""
 
     def __init__(
         self,
@@ -147,6 +148,11 @@ class ExportSequence:
                 self.state.skipped[step.name] = reason
                 logger.warning("%s: %s", step.name, reason)
                 continue
+            if self.stop is not None and self.stop.flag.is_set():
+                # In case even the watchdog comes too late (a TFLite conversion holds the GIL
+                # for up to ~10 s at a time): the records on disk already say this step and
+                # the later ones are not done, until they are.
+                self.write_records(self._not_done(steps, step, "the job ended during it"), False)
             self.state.running, self.state.running_since = step, time.monotonic()
             step.run()
             seconds = time.monotonic() - self.state.running_since
@@ -157,24 +163,30 @@ class ExportSequence:
         self.write_records(self.state.skipped, True)
         return self.state
 
-    def _last_words(self, steps: list[ExportStep]) -> int:
-        """At the deadline (in the watchdog thread): record what is cut off and not done."""
+    def _not_done(self, steps: list[ExportStep], running: ExportStep | None, why: str):
+        """`skipped` if the job ended now: the running step `why`, the later ones unstarted."""
         skipped = dict(self.state.skipped)
-        running = self.state.running
         for step in steps:
             if step.name in self.state.done or step.name in skipped:
                 continue
             if running is not None and step.name == running.name:
-                elapsed = time.monotonic() - self.state.running_since
-                skipped[step.name] = f"cut off at the stop deadline after {elapsed:.0f} s"
+                skipped[step.name] = why
             else:
                 skipped[step.name] = "not started: the stop deadline had passed"
+        return skipped
+
+    def _last_words(self, steps: list[ExportStep]) -> int:
+        """At the deadline (in the watchdog thread): record what is cut off and not done."""
+        elapsed = time.monotonic() - self.state.running_since
+        skipped = self._not_done(
+            steps, self.state.running, f"cut off at the stop deadline after {elapsed:.0f} s"
+        )
         for name, reason in skipped.items():
             if name not in self.state.skipped:
                 logger.warning("%s: %s", name, reason)
         usable = all(step.name in self.state.done for step in steps if step.required)
         try:
-            self.write_records(skipped, False)
+            self.write_records(skipped, False, clean=True)
         except Exception:
             logger.exception("could not write the records of the stopped job")
         if usable:
@@ -293,12 +305,13 @@ def export_model(
             steps.append(ExportStep(name, run, factor, needs=needs, edge=True))
     edge_names = {step.name for step in steps if step.edge}
 
-    def write_records(skipped: dict[str, str], complete: bool) -> None:
+    def write_records(skipped: dict[str, str], complete: bool, clean: bool = False) -> None:
         entries = {name: {"reason": why, "command": command} for name, why in skipped.items()}
+        report.pop("skipped_exports", None)
         if entries:
             report["skipped_exports"] = entries
         with commit():
-            if not complete:  # cut off at the deadline: what was being written goes
+            if clean:  # cut off at the deadline: what was being written goes
                 export.remove_stale_temporaries(model_dir)
             if edge is not None:
                 edge_skipped = {k: v for k, v in entries.items() if k in edge_names}

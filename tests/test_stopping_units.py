@@ -66,7 +66,12 @@ def test_after_a_stop_only_what_fits_runs_and_the_rest_is_recorded():
     assert log == ["saved_model", "report"]
     assert re.search(r"it needs about \d+ s and \d+ s were left", state.skipped["model.tflite"])
     assert state.skipped["model_int8.tflite"] == "needs model.tflite, which was left out"
-    assert records == [(state.skipped, True)]
+    assert records[-1] == (state.skipped, True)
+    # Before each step, records that would hold if the job died in it (SIGKILL included).
+    first, _complete = records[0]
+    assert first["saved_model"] == "the job ended during it"
+    assert first["report"].startswith("not started")
+    assert [r for r, complete in records if not complete][1]["report"] == "the job ended during it"
 
 
 def test_export_settings_give_the_matching_export_flags():
