@@ -81,6 +81,10 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    # absl must make its own logger first (it names the real caller, which the filter reads);
+    # this runs before TensorFlow, which used to import absl earlier.
+    import absl.logging  # noqa: F401
+
     logging.getLogger("absl").addFilter(lambda record: not is_orbit_progress(record))
     # A TensorFlow imported before this found no root handler and gave its own logger a
     # stderr handler: without this every TensorFlow message would appear twice.
