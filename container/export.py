@@ -3,10 +3,12 @@ the label files the Raspberry Pi side reads."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from official.core import config_definitions as cfg
 from official.vision.serving import export_saved_model_lib
@@ -64,11 +66,15 @@ def write_label_files(label_map: dict[int, str], model_dir: pathlib.Path) -> Non
 
 
 def export_saved_model(
-    params: cfg.ExperimentConfig, checkpoint_path: str, model_dir: pathlib.Path
+    params: cfg.ExperimentConfig,
+    checkpoint_path: str,
+    model_dir: pathlib.Path,
+    commit: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> pathlib.Path:
     """`model_dir/saved_model`: signature `serving_default`, input `inputs` uint8 [1,H,W,3] of
     any size; outputs `detection_boxes` (normalised [ymin,xmin,ymax,xmax]), `detection_scores`,
-    `detection_classes` (label-map ids), `num_detections`."""
+    `detection_classes` (label-map ids), `num_detections`. `commit` is held while it is put
+    in place (a stop's watchdog waits for it)."""
     params.task.export_config.output_normalized_coordinates = True
     target = model_dir / SAVED_MODEL_DIR
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=EXPORT_STAGING_PREFIX) as tmp:
@@ -82,8 +88,9 @@ def export_saved_model(
             export_saved_model_subdir=SAVED_MODEL_DIR,
             input_name=SERVING_INPUT,
         )
-        if target.exists():
-            shutil.rmtree(target)
-        (pathlib.Path(tmp) / SAVED_MODEL_DIR).replace(target)
+        with commit():
+            if target.exists():
+                shutil.rmtree(target)
+            (pathlib.Path(tmp) / SAVED_MODEL_DIR).replace(target)
     logger.info("exported the SavedModel to %s", target)
     return target

@@ -7,23 +7,27 @@ otherwise the float file stays the answer, export.json says why, and the safer v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from sagemaker_tfod.container import export_frozen, export_tflite
 from sagemaker_tfod.data_prep import schema
+from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_bytes
 from sagemaker_tfod.edge import detect as edge_detect
 from sagemaker_tfod.edge import evaluate as edge_evaluate
 from sagemaker_tfod.edge.labels import EXPORT_JSON
 from sagemaker_tfod.edge.preprocess import letterbox
 
 log = logging.getLogger(__name__)
+
+Commit = Callable[[], contextlib.AbstractContextManager]  # held while a file is put in place
 
 FROZEN_GRAPH = "frozen_inference_graph.pb"
 FLOAT_TFLITE = "model.tflite"
@@ -40,12 +44,6 @@ QUANTIZED_FILES = {
     "QUANTIZED_UINT8": ("model_int8.tflite", ("int8", "int8_float_io")),
     "INT8": ("model_int8.tflite", ("int8", "int8_float_io")),
 }
-
-
-def _write_bytes_atomically(path: pathlib.Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
 
 
 def _tflite_input_size(params) -> tuple[int, int]:
@@ -148,6 +146,198 @@ def quantization_verdict(float_ap50: float, quantized_ap50: float) -> tuple[bool
     )
 
 
+class EdgeExporter:
+    """The edge exports of one checkpoint, one output per step (see `steps`), so that a stop
+    can leave the slow ones out: each step writes its file and its `export.json` entry, and
+    `write_record` writes `export.json` for whatever has been done, listing what was not."""
+
+    def __init__(
+        self,
+        params,
+        checkpoint_path: str,
+        model_dir: pathlib.Path,
+        *,
+        quantize: bool,
+        inference_type: str,
+        calibration_samples: int,
+        train_shards: list[str],
+        eval_shards: list[str],
+        label_map: dict[int, str],
+        commit: Commit = contextlib.nullcontext,
+    ) -> None:
+        self.params = params
+        self.checkpoint_path = checkpoint_path
+        self.model_dir = pathlib.Path(model_dir)
+        self.quantize = quantize
+        self.inference_type = inference_type
+        self.calibration_samples = calibration_samples
+        self.train_shards = train_shards
+        self.eval_shards = eval_shards
+        self.label_map = label_map
+        self.commit = commit  # held while a file is put in place (a stop's watchdog waits)
+        self.started = time.monotonic()
+        self.height, self.width = _tflite_input_size(params)
+        self.files: dict[str, Any] = {}
+        self.quantization: dict[str, Any] = {
+            "requested": bool(quantize),
+            "inference_type": inference_type,
+        }
+        self.shipped = FLOAT_TFLITE
+        self._evaluator: _Evaluator | None = None
+        self._module = None
+
+    @property
+    def quantized_file(self) -> str:
+        return QUANTIZED_FILES[self.inference_type][0]
+
+    @property
+    def evaluator(self) -> _Evaluator:
+        if self._evaluator is None:
+            self._evaluator = _Evaluator(self.eval_shards, self.train_shards, len(self.label_map))
+            log.info(
+                "edge exports: input %dx%d, scoring on %s",
+                self.height,
+                self.width,
+                self._evaluator.data,
+            )
+        return self._evaluator
+
+    def _put(self, path: pathlib.Path, data: bytes) -> None:
+        with self.commit():
+            atomic_write_bytes(path, data)
+
+    def steps(self) -> list[tuple[str, Callable[[], None], tuple[str, ...]]]:
+        """(output name, step, names of the outputs it needs), in the order to run them."""
+        steps = [
+            (FROZEN_GRAPH, self.frozen_graph, ()),
+            (FLOAT_TFLITE, self.float_tflite, ()),
+        ]
+        if self.quantize:
+            steps.append((self.quantized_file, self.quantized_tflite, (FLOAT_TFLITE,)))
+        return steps
+
+    # ------------------------------------------------------------------ the steps
+    def score_saved_model(self) -> None:
+        saved_model = self.model_dir / "saved_model"
+        if (saved_model / "saved_model.pb").is_file():
+            self.files["saved_model"] = {
+                "size_bytes": sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file()),
+                "eval": _named_per_class(self.evaluator.score(saved_model), self.label_map),
+            }
+
+    def frozen_graph(self) -> None:
+        log.info("freezing the serving graph to %s", FROZEN_GRAPH)
+        graph_def = export_frozen.frozen_graph_def(self.params, self.checkpoint_path)
+        frozen_path = self.model_dir / FROZEN_GRAPH
+        self._put(frozen_path, graph_def.SerializeToString())
+        # Listed as soon as it is in place (a stop may cut the scoring short).
+        self.files[FROZEN_GRAPH] = entry = {
+            "input": {"name": "image_tensor", "shape": [1, None, None, 3], "dtype": "uint8"},
+            "outputs": list(export_frozen.OUTPUT_NAMES),
+            "size_bytes": frozen_path.stat().st_size,
+        }
+        entry["eval"] = _named_per_class(self.evaluator.score(frozen_path), self.label_map)
+
+    def _tflite_module(self):
+        if self._module is None:
+            model = export_tflite.build_model(self.params, self.height, self.width)
+            export_tflite.restore(model, self.checkpoint_path)
+            self._module = export_tflite.TfliteDetectionModule(
+                self.params, model, self.height, self.width
+            )
+        return self._module
+
+    def _convert_and_score(
+        self, recipe_name: str, path: pathlib.Path, calibration=None, listed_as: str = ""
+    ) -> dict:
+        recipe = export_tflite.RECIPES[recipe_name]
+        log.info("converting %s (%s)", path.name, recipe.description)
+        self._put(path, export_tflite.convert(self._tflite_module(), recipe, calibration))
+        entry = {"recipe": recipe.name, "recipe_description": recipe.description}
+        entry.update(tflite_description(path))
+        if listed_as:  # in place under its final name: listed before the (long) scoring
+            self.files[listed_as] = entry
+        entry["eval"] = _named_per_class(self.evaluator.score(path), self.label_map)
+        return entry
+
+    def float_tflite(self) -> None:
+        path = self.model_dir / FLOAT_TFLITE
+        self._convert_and_score("float", path, listed_as=FLOAT_TFLITE)
+
+    def quantized_tflite(self) -> None:
+        """The quantised file, shipped only if it keeps AP50_RATIO_FLOOR of the float AP50."""
+        float_ap50 = self.files[FLOAT_TFLITE]["eval"]["AP50"]
+        file_name, recipes = QUANTIZED_FILES[self.inference_type]
+        images: list[np.ndarray] = []
+        if any(export_tflite.RECIPES[name].quantize == "int8" for name in recipes):
+            images = calibration_images(
+                self.train_shards, self.calibration_samples, self.height, self.width
+            )
+            self.quantization["calibration_images"] = len(images)
+        attempts = []
+        for recipe_name in recipes:
+            trial = self.model_dir / f".trial-{recipe_name}.tflite"
+            try:
+                entry = self._convert_and_score(recipe_name, trial, lambda: iter(images))
+                accepted, reason = quantization_verdict(float_ap50, entry["eval"]["AP50"])
+                attempts.append(
+                    {"recipe": recipe_name, "AP50": entry["eval"]["AP50"], "shipped": accepted}
+                    | {"reason": reason}
+                )
+                log.info("%s: %s -> %s", recipe_name, reason, "ship" if accepted else "reject")
+                if accepted:
+                    with self.commit():
+                        trial.replace(self.model_dir / file_name)
+                    self.files[file_name] = entry
+                    self.shipped = file_name
+                    break
+            finally:
+                trial.unlink(missing_ok=True)
+        self.quantization["attempts"] = attempts
+        if self.shipped == FLOAT_TFLITE:
+            self.quantization["note"] = (
+                f"no quantised model kept {AP50_RATIO_FLOOR:.0%} of the float AP50; "
+                f"{file_name} was not written, use {FLOAT_TFLITE}"
+            )
+            log.warning("%s", self.quantization["note"])
+
+    # ------------------------------------------------------------------ the record
+    def content(self, skipped: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+        """export.json: what was written, how it scored, and what a stop left out."""
+        quantization = dict(self.quantization, shipped=self.shipped)
+        content = {
+            "labels": schema.LABELS_FILE,
+            # edge.labels checks labels.txt against this before detecting.
+            "num_classes": len(self.label_map),
+            "class_index": "0-based into labels.txt (label-map id - 1)",
+            "boxes": "normalised [ymin, xmin, ymax, xmax]",
+            "tflite_preprocessing": (
+                "raw RGB pixels, resized with the aspect ratio kept into the top-left corner of "
+                "the input and padded with the mean pixel (edge.preprocess.letterbox)"
+            ),
+            "eval_data": self._evaluator.data if self._evaluator else None,
+            "ap50_ratio_floor": AP50_RATIO_FLOOR,
+            "quantization": quantization,
+            "files": dict(self.files),
+            "seconds": round(time.monotonic() - self.started, 1),
+        }
+        if skipped:
+            content["skipped"] = skipped
+        return content
+
+    def write_record(
+        self, skipped: dict[str, dict[str, str]] | None = None, plot: bool = True
+    ) -> dict[str, Any]:
+        """Write export.json (and export.png with `plot`) for what has been done so far."""
+        content = self.content(skipped)
+        self._put(
+            self.model_dir / EXPORT_JSON, (json.dumps(content, indent=2) + "\n").encode("utf-8")
+        )
+        if plot and any("eval" in entry for entry in content["files"].values()):
+            _write_summary_plot(content, self.model_dir / "export.png", self.commit)
+        return content
+
+
 def export_edge_models(
     params,
     checkpoint_path: str,
@@ -160,110 +350,28 @@ def export_edge_models(
     eval_shards: list[str],
     label_map: dict[int, str],
 ) -> dict:
-    """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json."""
-    model_dir = pathlib.Path(model_dir)
-    started = time.monotonic()
-    num_classes = len(label_map)
-    height, width = _tflite_input_size(params)
-    evaluator = _Evaluator(eval_shards, train_shards, num_classes)
-    files: dict[str, Any] = {}
-    log.info("edge exports: input %dx%d, scoring on %s", height, width, evaluator.data)
-
-    saved_model = model_dir / "saved_model"
-    if (saved_model / "saved_model.pb").is_file():
-        files["saved_model"] = {
-            "size_bytes": sum(p.stat().st_size for p in saved_model.rglob("*") if p.is_file()),
-            "eval": _named_per_class(evaluator.score(saved_model), label_map),
-        }
-
-    log.info("freezing the serving graph to %s", FROZEN_GRAPH)
-    graph_def = export_frozen.frozen_graph_def(params, checkpoint_path)
-    frozen_path = model_dir / FROZEN_GRAPH
-    _write_bytes_atomically(frozen_path, graph_def.SerializeToString())
-    files[FROZEN_GRAPH] = {
-        "input": {"name": "image_tensor", "shape": [1, None, None, 3], "dtype": "uint8"},
-        "outputs": list(export_frozen.OUTPUT_NAMES),
-        "size_bytes": frozen_path.stat().st_size,
-        "eval": _named_per_class(evaluator.score(frozen_path), label_map),
-    }
-
-    model = export_tflite.build_model(params, height, width)
-    export_tflite.restore(model, checkpoint_path)
-    module = export_tflite.TfliteDetectionModule(params, model, height, width)
-
-    def convert_and_score(recipe_name: str, path: pathlib.Path, calibration=None) -> dict:
-        recipe = export_tflite.RECIPES[recipe_name]
-        log.info("converting %s (%s)", path.name, recipe.description)
-        _write_bytes_atomically(path, export_tflite.convert(module, recipe, calibration))
-        entry = {"recipe": recipe.name, "recipe_description": recipe.description}
-        entry.update(tflite_description(path))
-        entry["eval"] = _named_per_class(evaluator.score(path), label_map)
-        return entry
-
-    float_path = model_dir / FLOAT_TFLITE
-    files[FLOAT_TFLITE] = convert_and_score("float", float_path)
-    float_ap50 = files[FLOAT_TFLITE]["eval"]["AP50"]
-
-    quantization: dict[str, Any] = {"requested": bool(quantize), "inference_type": inference_type}
-    shipped = FLOAT_TFLITE
-    if quantize:
-        file_name, recipes = QUANTIZED_FILES[inference_type]
-        images: list[np.ndarray] = []
-        if any(export_tflite.RECIPES[name].quantize == "int8" for name in recipes):
-            images = calibration_images(train_shards, calibration_samples, height, width)
-            quantization["calibration_images"] = len(images)
-        attempts = []
-        for recipe_name in recipes:
-            trial = model_dir / f".trial-{recipe_name}.tflite"
-            try:
-                entry = convert_and_score(recipe_name, trial, lambda: iter(images))
-                accepted, reason = quantization_verdict(float_ap50, entry["eval"]["AP50"])
-                attempts.append(
-                    {"recipe": recipe_name, "AP50": entry["eval"]["AP50"], "shipped": accepted}
-                    | {"reason": reason}
-                )
-                log.info("%s: %s -> %s", recipe_name, reason, "ship" if accepted else "reject")
-                if accepted:
-                    trial.replace(model_dir / file_name)
-                    files[file_name] = entry
-                    shipped = file_name
-                    break
-            finally:
-                trial.unlink(missing_ok=True)
-        quantization["attempts"] = attempts
-        if shipped == FLOAT_TFLITE:
-            quantization["note"] = (
-                f"no quantised model kept {AP50_RATIO_FLOOR:.0%} of the float AP50; "
-                f"{file_name} was not written, use {FLOAT_TFLITE}"
-            )
-            log.warning("%s", quantization["note"])
-    quantization["shipped"] = shipped
-
-    content = {
-        "labels": schema.LABELS_FILE,
-        # edge.labels checks labels.txt against this before detecting.
-        "num_classes": num_classes,
-        "class_index": "0-based into labels.txt (label-map id - 1)",
-        "boxes": "normalised [ymin, xmin, ymax, xmax]",
-        "tflite_preprocessing": (
-            "raw RGB pixels, resized with the aspect ratio kept into the top-left corner of the "
-            "input and padded with the mean pixel (edge.preprocess.letterbox)"
-        ),
-        "eval_data": evaluator.data,
-        "ap50_ratio_floor": AP50_RATIO_FLOOR,
-        "quantization": quantization,
-        "files": files,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    _write_bytes_atomically(
-        model_dir / EXPORT_JSON, (json.dumps(content, indent=2) + "\n").encode("utf-8")
+    """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json.
+    (Every step, no deadline: `export_sequence` runs them one by one under a stop.)"""
+    exporter = EdgeExporter(
+        params,
+        checkpoint_path,
+        model_dir,
+        quantize=quantize,
+        inference_type=inference_type,
+        calibration_samples=calibration_samples,
+        train_shards=train_shards,
+        eval_shards=eval_shards,
+        label_map=label_map,
     )
-    _write_summary_plot(content, model_dir / "export.png")
-    log.info("edge exports written in %.0f s; shipped %s", content["seconds"], shipped)
+    exporter.score_saved_model()
+    for _name, step, _needs in exporter.steps():
+        step()
+    content = exporter.write_record()
+    log.info("edge exports written in %.0f s; shipped %s", content["seconds"], exporter.shipped)
     return content
 
 
-def _write_summary_plot(content: dict[str, Any], path: pathlib.Path) -> None:
+def _write_summary_plot(content: dict[str, Any], path: pathlib.Path, commit: Commit) -> None:
     """AP50 and size of every export side by side, for a glance at what quantisation cost."""
     import matplotlib
 
@@ -284,7 +392,8 @@ def _write_summary_plot(content: dict[str, Any], path: pathlib.Path) -> None:
         right.text(value, row, f" {value:.2f}", va="center", fontsize=8)
     right.set_title("size (MB)", fontsize=9)
     figure.tight_layout()
-    temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with commit(), atomic_output_path(path) as temporary:
+            figure.savefig(temporary, dpi=100)
+    finally:
+        plt.close(figure)

@@ -77,6 +77,12 @@ class Hyperparameters:
         "info (configuration, progress, metrics, results, warnings) or debug (adds TensorFlow's "
         "and Model Garden's own messages); env TFOD_LOG_LEVEL when unset",
     )
+    stop_grace_seconds: float = _hp(
+        120.0, "seconds from SIGTERM to SIGKILL (SageMaker's stop: 120); exports after a stop fit"
+    )
+    stop_margin_seconds: float = _hp(
+        15.0, "seconds before that SIGKILL by which the job must have ended (see Stops)"
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -277,6 +283,11 @@ def _validate(hp: Hyperparameters) -> None:
     require(
         hp.log_level in LOG_LEVELS,
         f"log_level={hp.log_level!r} must be one of {', '.join(LOG_LEVELS)}",
+    )
+    require(
+        hp.stop_grace_seconds > 0 and 0 <= hp.stop_margin_seconds < hp.stop_grace_seconds,
+        f"stop_grace_seconds={hp.stop_grace_seconds}, stop_margin_seconds="
+        f"{hp.stop_margin_seconds}: need 0 <= margin < grace",
     )
     require(
         hp.inference_type in INFERENCE_TYPES,

@@ -1,15 +1,14 @@
 """The `train` job: channel -> resolved config -> Model Garden training -> exports -> report.
 
+The exports, their order and the stop deadline they keep are `export_sequence`'s.
+
 `run_train_job` is the whole job; `container.__main__` maps its errors to the failure file.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pathlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,14 @@ import tensorflow as tf
 import tf_keras
 
 from sagemaker_tfod.container import channel as channel_lib
-from sagemaker_tfod.container import checkpoint_source, evaluation, export, training
+from sagemaker_tfod.container import (
+    checkpoint_source,
+    evaluation,
+    export,
+    export_sequence,
+    failure,
+    training,
+)
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
 from sagemaker_tfod.container.pipeline_config import (
@@ -28,14 +34,11 @@ from sagemaker_tfod.container.pipeline_config import (
 )
 from sagemaker_tfod.container.presets import get_preset
 from sagemaker_tfod.container.sagemaker_env import ConfigFileError, SageMakerEnv
+from sagemaker_tfod.container.stopping import GracefulStop, StopFlag
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_YAML_OUT = "pipeline.yaml"
-METRICS_JSON = "metrics.json"
-EVAL_PNG = "eval.png"
-# Images drawn in eval.png when there is no eval split (predictions on training images).
-TRAIN_ONLY_PREVIEW_IMAGES = 8
 
 
 def resolve_hyperparameters(env: SageMakerEnv, channel: channel_lib.Channel) -> Hyperparameters:
@@ -69,7 +72,7 @@ def resolve_hyperparameters(env: SageMakerEnv, channel: channel_lib.Channel) -> 
     return parse_hyperparameters(raw)
 
 
-def check_not_stopped(stop_flag: training.StopFlag) -> None:
+def check_not_stopped(stop_flag: StopFlag) -> None:
     """Raise UserError when a stop (SIGTERM/SIGINT) arrived before training started: nothing
     was trained, so the job ends with output/failure and exit 1 instead of an empty model."""
     if stop_flag.is_set():
@@ -79,29 +82,21 @@ def check_not_stopped(stop_flag: training.StopFlag) -> None:
         )
 
 
-def run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag | None = None) -> dict[str, Any]:
+def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
     """Run the whole training job; returns the content of metrics.json.
 
-    The SIGTERM/SIGINT handler is installed first and stays through the exports: a stop during
-    setup ends the job with a clear failure (not exit 143 with no output/failure), and a stop
-    after training must not kill a half-written model folder (SageMaker waits 120 s before
-    SIGKILL)."""
-    stop_flag = stop_flag or training.StopFlag()
-    uninstall = stop_flag.install()
-    try:
-        return _run_train_job(env, stop_flag)
-    finally:
-        uninstall()
-
-
-def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str, Any]:
+    `stop` (installed by the caller before TensorFlow was imported) turns SIGTERM into a stop
+    between training loops, and keeps its deadline: see `stopping.py` and `export_sequence.py`.
+    """
     started = time.monotonic()
+    stop_flag = stop.flag
     env.make_output_dirs()
     if env.failure_file.exists():
         env.failure_file.unlink()
     export.remove_stale_temporaries(env.model_dir)
     channel = channel_lib.read_channel(env.training_dir)
     hp = resolve_hyperparameters(env, channel)
+    stop.configure(hp.stop_grace_seconds, hp.stop_margin_seconds)
     preset = get_preset(hp.model)
     logger.info("hyperparameters: %s", hp.render(preset))
 
@@ -164,84 +159,33 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
     export.write_label_files(channel.label_map, env.model_dir)
 
+    stop.on_deadline(failure.last_words(env, failure.stopped_in_training(hp)))
     with training.orbit_prints_dropped():
         result = training.run_training(
             params,
             env.checkpoints_dir,
             env.tensorboard_dir,
             evaluate=evaluate,
-            stop_flag=stop_flag,
+            stop_flag=stop.flag,
             on_initialised=initial.verify if initial else None,
         )
-    saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
-    report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
-
-    # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
-    if hp.export_edge:
-        report["edge_exports"] = run_edge_exports(params, result, channel, hp, env.model_dir)
-    report["seconds"] = round(time.monotonic() - started, 1)
-    evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
-    logger.info("model written to %s", env.model_dir)
-    return report
-
-
-def run_edge_exports(
-    params: Any,
-    result: training.TrainingResult,
-    channel: channel_lib.Channel,
-    hp: Hyperparameters,
-    model_dir: pathlib.Path,
-) -> dict[str, Any]:
-    """The one call site of the edge exports; imported lazily (TFLite conversion is heavy)."""
-    try:
-        module = importlib.import_module("sagemaker_tfod.container.export_edge")
-    except ModuleNotFoundError as error:
-        if error.name != "sagemaker_tfod.container.export_edge":
-            raise
-        raise UserError(
-            "hyperparameter export_edge=true, but this image has no container/export_edge.py; "
-            "set export_edge=false for a SavedModel-only export"
-        ) from error
-    export_edge_models: Callable[..., dict[str, Any]] = module.export_edge_models
-    return export_edge_models(
+    report = export_sequence.export_model(
         params,
         result.checkpoint_path,
-        model_dir,
-        quantize=hp.quantize,
-        inference_type=hp.inference_type,
-        calibration_samples=hp.calibration_samples,
-        train_shards=channel.train_shards,
-        eval_shards=channel.eval_shards,
-        label_map=channel.label_map,
+        channel,
+        export_sequence.ExportSettings.from_hyperparameters(hp),
+        env.model_dir,
+        {
+            "step": result.global_step,
+            "train_steps": params.trainer.train_steps,
+            "stopped_early": result.stopped_early,
+            "model_garden_eval": result.eval_metrics or None,
+        },
+        evaluate=evaluate,
+        stop=stop,
+        write_failure=lambda message: failure.write_failure(env, message),
     )
-
-
-def write_report(
-    params: Any,
-    result: training.TrainingResult,
-    channel: channel_lib.Channel,
-    saved_model: pathlib.Path,
-    model_dir: pathlib.Path,
-    evaluate: bool,
-) -> dict[str, Any]:
-    """metrics.json content and eval.png, from the exported SavedModel."""
-    if evaluate:
-        logger.info("evaluating the SavedModel on %d eval shard(s)", len(channel.eval_shards))
-        results = evaluation.predict(saved_model, channel.eval_shards)
-        metrics = evaluation.coco_metrics(results, channel.label_map)
-        note = "COCO metrics of the exported SavedModel on the eval shards"
-    else:
-        results = evaluation.predict(saved_model, channel.train_shards, TRAIN_ONLY_PREVIEW_IMAGES)
-        metrics = None
-        note = "no eval shards in the channel: nothing was evaluated"
-    title = f"step {result.global_step}"
-    evaluation.draw_report(results, metrics, channel.label_map, model_dir / EVAL_PNG, title)
-    return {
-        "step": result.global_step,
-        "train_steps": params.trainer.train_steps,
-        "stopped_early": result.stopped_early,
-        "note": note,
-        "eval": metrics,
-        "model_garden_eval": result.eval_metrics or None,
-        "checkpoint": result.checkpoint_path,
-    }
+    report["seconds"] = round(time.monotonic() - started, 1)
+    with stop.commit():
+        evaluation.write_metrics_json(env.model_dir / export_sequence.METRICS_JSON, report)
+    return report

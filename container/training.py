@@ -12,8 +12,6 @@ import io
 import logging
 import math
 import pathlib
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from official.core import task_factory, train_lib, train_utils
 
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.metrics import EVAL_KEYS, TRAIN_KEYS, format_metric_line
+from sagemaker_tfod.container.stopping import StopFlag
 
 logger = logging.getLogger(__name__)
 
@@ -50,39 +49,6 @@ class TrainingResult:
 
 def _to_float(value: Any) -> float:
     return float(np.asarray(orbit.utils.get_value(value)).reshape(-1)[0])
-
-
-class StopFlag:
-    """Set by a signal handler; read between training loops."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.signal_name = ""
-
-    def set(self, signal_name: str = "request") -> None:
-        self.signal_name = signal_name
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def install(self) -> Callable[[], None]:
-        """Handle SIGTERM (SageMaker's stop/spot notice) and SIGINT; returns an uninstaller."""
-        previous = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            name = signal.Signals(signum).name
-            logger.warning("%s received: stopping after the current training loop or export", name)
-            self.set(name)
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, handler)
-
-        def uninstall() -> None:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-
-        return uninstall
 
 
 @contextlib.contextmanager

@@ -6,12 +6,19 @@ Heavy modules are imported inside each command so `--help` starts instantly.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from sagemaker_tfod.data_prep.console import log_level, missing_extra_message, prog_name
+
+# Light modules (no numpy, Pillow or TensorFlow): the defaults --help shows.
+from sagemaker_tfod.data_prep.images import DEFAULT_MAX_MEGAPIXELS
+from sagemaker_tfod.data_prep.sharding import DEFAULT_SHARD_MEGABYTES
 
 log = logging.getLogger("sagemaker_tfod.data_prep")
 
@@ -41,6 +48,9 @@ def _build_options(args: argparse.Namespace):
         eval_fraction=args.eval_fraction,
         seed=args.seed,
         shards=args.shards,
+        min_shards=args.min_shards,
+        shard_megabytes=args.shard_mb,
+        max_megapixels=args.max_megapixels,
         images_dir=args.images,
         label_map=args.label_map,
         skip_unknown_classes=args.skip_unknown_classes,
@@ -89,6 +99,7 @@ def _cmd_split(args: argparse.Namespace) -> None:
 
 def _cmd_tfrecord(args: argparse.Namespace) -> None:
     from sagemaker_tfod.data_prep.commands import csv_to_tfrecords
+    from sagemaker_tfod.data_prep.sharding import ShardPlan
 
     counts = csv_to_tfrecords(
         args.csv,
@@ -96,7 +107,8 @@ def _cmd_tfrecord(args: argparse.Namespace) -> None:
         args.out_dir,
         images_dir=args.images,
         split=args.split,
-        shards=args.shards,
+        plan=ShardPlan(args.shards, args.min_shards, args.shard_mb),
+        max_megapixels=args.max_megapixels,
         first_source_id=args.first_source_id,
         skip_unknown_classes=args.skip_unknown_classes,
         skip_bad_images=args.skip_bad_images,
@@ -135,7 +147,31 @@ def _add_common_build_flags(parser: argparse.ArgumentParser, split_flags: bool) 
         help="leave out missing/unreadable images (listed in dataset.json) instead of failing",
     )
     parser.add_argument(
-        "--shards", type=int, default=None, help="shards per split (default: one per 500 images)"
+        "--shard-mb",
+        type=float,
+        default=DEFAULT_SHARD_MEGABYTES,
+        help="target shard size in MB; a split gets as many shards as it needs for this "
+        "(default: %(default)s, as TensorFlow's TFRecord guide advises 100 MB or more)",
+    )
+    parser.add_argument(
+        "--min-shards",
+        type=int,
+        default=1,
+        help="at least this many shards per split (capped at its image count): give a "
+        "distributed job at least one per training process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="exactly this many shards per split instead (capped at its image count)",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help="refuse images with more pixels than this, read from the header before "
+        "anything is written (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     if split_flags:
@@ -345,8 +381,26 @@ def _add_stats_command(sub) -> None:
     p.set_defaults(func=_cmd_stats)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a closing terminal session, a job scheduler): cleaned up like Ctrl-C."""
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)  # only the main thread may handle signals
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=log_level(args.verbose), format="%(levelname)s %(message)s")
     from sagemaker_tfod.data_prep.errors import DataPrepError
 
@@ -357,12 +411,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # unwritable output, disk full, ...: the user's to fix
         where = f"{error.filename}: " if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            print(
+                f"error: {where}no space left on the device; free some space there or write "
+                "to another disk (nothing half-written was left behind)",
+                file=sys.stderr,
+            )
+            return 2
         print(
             f"error: {where}{error.strerror or error}; check the path, its permissions and "
             "the free space",
             file=sys.stderr,
         )
         return 2
+    except Terminated:
+        print("error: stopped by SIGTERM; nothing was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130

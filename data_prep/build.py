@@ -2,7 +2,9 @@
 
 `build_channel` is the whole pipeline; its pieces (`load_annotations`, `write_shards`,
 `matching.match_images`) also back the `csv`, `split` and `tfrecord` subcommands. Work is spread
-over processes: XML parsing in chunks, then one shard per task. Everything is written
+over processes: XML parsing in chunks, then every image's header (its size on disk and in
+pixels, so oversized images are refused before anything is written and shards can be sized
+by bytes, see `sharding.py`), then one shard per task. Everything is written
 into a temporary folder next to the target and renamed into place at the end, so a failed
 or interrupted run leaves no half channel.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -30,18 +31,35 @@ from sagemaker_tfod.data_prep.classes import files_by_class, resolve_classes
 from sagemaker_tfod.data_prep.encode import ImageReport, ImageTask, encode_image
 from sagemaker_tfod.data_prep.errors import SKIP_HINT, DataPrepError
 from sagemaker_tfod.data_prep.files import atomic_directory, read_user_text
+from sagemaker_tfod.data_prep.images import (
+    DEFAULT_MAX_MEGAPIXELS,
+    ImageProbe,
+    max_pixels_of,
+    probe_image_file,
+)
 from sagemaker_tfod.data_prep.label_map import format_label_map, format_labels_txt, parse_label_map
 from sagemaker_tfod.data_prep.matching import ImageIndex, MatchResult, match_images
-from sagemaker_tfod.data_prep.processes import Workers, count_image, process_pool, worker_count
+from sagemaker_tfod.data_prep.processes import (
+    Workers,
+    count_image,
+    now_processing,
+    process_pool,
+    worker_count,
+)
 from sagemaker_tfod.data_prep.progress import progress, watch_counter
+from sagemaker_tfod.data_prep.sharding import (
+    DEFAULT_SHARD_MEGABYTES,
+    ShardPlan,
+    partition_by_bytes,
+)
 from sagemaker_tfod.data_prep.split import classes_missing_from_eval, split_images
 from sagemaker_tfod.data_prep.summary import dataset_summary, log_findings
 
 log = logging.getLogger(__name__)
 
-IMAGES_PER_SHARD = 500  # automatic shard count: one shard per this many images
 _PARALLEL_XML_FROM = 400  # fewer XML files than this are parsed in-process
 _XML_CHUNK = 64  # XML files per task sent to a worker
+_PROBE_CHUNK = 64  # image headers read per task sent to a worker
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,10 @@ class BuildOptions:
 
     eval_fraction: float = 0.2
     seed: int = 42
-    shards: int | None = None  # per split; None = one per IMAGES_PER_SHARD images
+    shards: int | None = None  # exactly this many per split; None = sized by bytes
+    min_shards: int = 1  # at least this many per split (e.g. a distributed job's workers)
+    shard_megabytes: float = DEFAULT_SHARD_MEGABYTES  # target shard size
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger images are refused
     images_dir: Path | None = None  # default: the annotation folder (or the file's folder)
     label_map: Path | None = None  # label_map.pbtxt or a classes file, one name per line
     skip_unknown_classes: bool = False
@@ -61,10 +82,15 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise DataPrepError(f"--eval-fraction {self.eval_fraction}: use a value in [0, 1)")
-        if self.shards is not None and self.shards < 1:
-            raise DataPrepError(f"--shards {self.shards}: use 1 or more")
+        self.shard_plan  # noqa: B018 - validates the sharding options
+        if not self.max_megapixels > 0:
+            raise DataPrepError(f"--max-megapixels {self.max_megapixels}: use a value above 0")
         if self.workers is not None and self.workers < 1:
             raise DataPrepError(f"--workers {self.workers}: use 1 or more")
+
+    @property
+    def shard_plan(self) -> ShardPlan:
+        return ShardPlan(self.shards, self.min_shards, self.shard_megabytes)
 
 
 # ------------------------------------------------------------------ reading annotations
@@ -82,7 +108,7 @@ def load_annotations(source: Path, pool=None) -> list[ImageAnnotation]:
             )
         parallel = pool is not None and len(paths) >= _PARALLEL_XML_FROM
         parsed = (
-            pool.imap(read_voc_file, paths, chunksize=_XML_CHUNK)
+            pool.imap(_read_voc_file, paths, chunksize=_XML_CHUNK)
             if parallel
             else map(read_voc_file, paths)
         )
@@ -105,14 +131,53 @@ def load_annotations(source: Path, pool=None) -> list[ImageAnnotation]:
     )
 
 
+def _read_voc_file(path: str) -> ImageAnnotation:
+    now_processing(path)
+    return read_voc_file(path)
+
+
 # ------------------------------------------------------------------ writing shards
 
 
-def auto_shard_count(images: int, requested: int | None) -> int:
-    if images == 0:
-        return 0
-    wanted = requested or math.ceil(images / IMAGES_PER_SHARD)
-    return max(1, min(wanted, images))
+@dataclass(frozen=True)
+class ShardsWritten:
+    """What `write_shards` did: per split, the image reports and the shard count."""
+
+    reports: dict[str, list[ImageReport]]
+    shard_counts: dict[str, int]
+
+
+def _probe(job: tuple[str, int]) -> tuple[ImageProbe | None, str]:
+    """Header of one image (runs in a worker process): (probe, "") or (None, error)."""
+    path, max_pixels = job
+    now_processing(path)
+    try:
+        return probe_image_file(path, max_pixels), ""
+    except DataPrepError as error:
+        return None, str(error)
+
+
+def probe_images(
+    tasks: Sequence[ImageTask], max_pixels: int, skip_bad: bool, workers: Workers
+) -> tuple[dict[int, ImageProbe], list[ImageReport]]:
+    """Every image's size on disk and in pixels, from headers: (source_id -> probe, reports
+    of the images left out with `skip_bad`). Raises the first image's error otherwise."""
+    probes, skipped = {}, []
+    jobs = [(task.image_path, max_pixels) for task in tasks]
+    results = workers.imap(_probe, jobs, chunksize=_PROBE_CHUNK)
+    with progress(len(jobs), "image headers") as advance:
+        for task, (probe, error) in zip(tasks, results, strict=True):
+            advance(1)
+            if probe is not None:
+                probes[task.source_id] = probe
+                continue
+            if not skip_bad:
+                raise DataPrepError(error)
+            reason = error.replace(SKIP_HINT, "")  # the flag was given already
+            skipped.append(
+                ImageReport(task.name, task.annotation.source, task.source_id, skipped=reason)
+            )
+    return probes, skipped
 
 
 def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
@@ -123,6 +188,7 @@ def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
     reports = []
     with RecordWriter(path) as writer:
         for task in tasks:
+            now_processing(task.image_path)
             try:
                 example, report = encode_image(task)
             except DataPrepError as error:
@@ -143,30 +209,37 @@ def _write_shard(job: tuple[str, list[ImageTask], bool]) -> list[ImageReport]:
 def write_shards(
     tasks_by_split: dict[str, list[ImageTask]],
     out_dir: Path,
-    shards: int | None,
+    plan: ShardPlan,
     skip_bad: bool,
     workers: Workers,
-) -> dict[str, list[ImageReport]]:
-    """Write `{split}-NNNNN-of-MMMMM.tfrecord` files for each split into `out_dir`, one
-    shard per task, showing progress per image."""
-    jobs, job_split = [], []
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> ShardsWritten:
+    """Write `{split}-NNNNN-of-MMMMM.tfrecord` files for each split into `out_dir`: first
+    every image's header is read (too many pixels or an unreadable header fails here, before
+    any shard is opened), then each split is cut into `plan.count` shards of about equal
+    bytes, one shard per task, with progress per image."""
+    every_task = [task for tasks in tasks_by_split.values() for task in tasks]
+    probes, skipped = probe_images(every_task, max_pixels_of(max_megapixels), skip_bad, workers)
+    skipped_ids = {report.source_id for report in skipped}
+    reports: dict[str, list[ImageReport]] = {}
+    jobs, job_split, counts = [], [], {}
     for split, tasks in tasks_by_split.items():
-        count = auto_shard_count(len(tasks), shards)
-        for shard in range(count):
-            start = shard * len(tasks) // count
-            end = (shard + 1) * len(tasks) // count
-            path = str(out_dir / schema.shard_name(split, shard, count))
-            jobs.append((path, tasks[start:end], skip_bad))
+        ids = {task.source_id for task in tasks}
+        reports[split] = [report for report in skipped if report.source_id in ids]
+        kept = [task for task in tasks if task.source_id not in skipped_ids]
+        sizes = [probes[task.source_id].file_bytes for task in kept]
+        counts[split] = plan.count(len(kept), sum(sizes))
+        for shard, (start, end) in enumerate(partition_by_bytes(sizes, counts[split])):
+            path = str(out_dir / schema.shard_name(split, shard, counts[split]))
+            jobs.append((path, kept[start:end], skip_bad))
             job_split.append(split)
-    total = sum(len(tasks) for tasks in tasks_by_split.values())
-    reports: dict[str, list[ImageReport]] = {split: [] for split in tasks_by_split}
-    pool = workers.pool
-    results = pool.imap(_write_shard, jobs) if pool is not None else map(_write_shard, jobs)
+    total = sum(len(job[1]) for job in jobs)
+    results = workers.imap(_write_shard, jobs)
     start = workers.read_images_done()
     with watch_counter(lambda: workers.read_images_done() - start, total, "images"):
         for split, shard_reports in zip(job_split, results, strict=True):
             reports[split].extend(shard_reports)
-    return reports
+    return ShardsWritten(reports, counts)
 
 
 def shuffled(items: Sequence, seed: int) -> list:
@@ -248,19 +321,30 @@ def build_channel(
             if not classes:
                 raise DataPrepError(f"{source}: no labelled objects at all; label some images")
             tasks = plan_tasks(match, index, classes, options.eval_fraction, options.seed)
-            reports = write_shards(tasks, staging, options.shards, options.skip_bad_images, workers)
+            written = write_shards(
+                tasks,
+                staging,
+                options.shard_plan,
+                options.skip_bad_images,
+                workers,
+                options.max_megapixels,
+            )
         settings = {
             "source": str(source),
             "images_dir": str(images_root),
             "eval_fraction": options.eval_fraction,
             "seed": options.seed,
             "label_map": str(options.label_map) if options.label_map else None,
-        }
-        shard_counts = {
-            split: auto_shard_count(len(t), options.shards) for split, t in tasks.items()
+            "max_megapixels": options.max_megapixels,
+            **options.shard_plan.describe(),
         }
         summary = dataset_summary(
-            reports, classes, match.skipped, match.unannotated, settings, shard_counts
+            written.reports,
+            classes,
+            match.skipped,
+            match.unannotated,
+            settings,
+            written.shard_counts,
         )
         if summary["splits"].get(schema.TRAIN_SPLIT, {}).get("images", 0) == 0:
             raise DataPrepError(f"{source}: no usable training images were left")

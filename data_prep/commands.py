@@ -10,7 +10,6 @@ from pathlib import Path
 from sagemaker_tfod.data_prep import schema
 from sagemaker_tfod.data_prep.annotations import format_csv, parse_csv
 from sagemaker_tfod.data_prep.build import (
-    auto_shard_count,
     load_annotations,
     read_class_list,
     shuffled,
@@ -21,9 +20,11 @@ from sagemaker_tfod.data_prep.classes import files_by_class, resolve_classes
 from sagemaker_tfod.data_prep.encode import ImageTask
 from sagemaker_tfod.data_prep.errors import DataPrepError
 from sagemaker_tfod.data_prep.files import atomic_write_text, read_user_text
+from sagemaker_tfod.data_prep.images import DEFAULT_MAX_MEGAPIXELS
 from sagemaker_tfod.data_prep.label_map import format_label_map, format_labels_txt
 from sagemaker_tfod.data_prep.matching import ImageIndex, match_images
 from sagemaker_tfod.data_prep.processes import process_pool, worker_count
+from sagemaker_tfod.data_prep.sharding import ShardPlan
 from sagemaker_tfod.data_prep.split import split_images
 
 TRAIN_CSV = "train.csv"
@@ -96,12 +97,13 @@ def csv_to_tfrecords(
     out_dir: Path,
     images_dir: Path | None = None,
     split: str = schema.TRAIN_SPLIT,
-    shards: int | None = None,
+    plan: ShardPlan | None = None,
     first_source_id: int = 1,
     skip_unknown_classes: bool = False,
     skip_bad_images: bool = False,
     workers: int | None = None,
     seed: int = 42,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> dict:
     """CSV + label map + image folder -> out_dir/SPLIT-NNNNN-of-MMMMM.tfrecord.
 
@@ -136,10 +138,13 @@ def csv_to_tfrecords(
     out_dir.mkdir(parents=True, exist_ok=True)
     # A fresh staging folder per run: a killed earlier run cannot leak its shards into this one.
     staging = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=out_dir))
+    plan = plan or ShardPlan()
     try:
-        count = min(worker_count(workers), auto_shard_count(len(tasks), shards))
+        count = min(worker_count(workers), max(1, len(tasks)))
         with process_pool(count) as processes:
-            reports = write_shards({split: tasks}, staging, shards, skip_bad_images, processes)
+            written = write_shards(
+                {split: tasks}, staging, plan, skip_bad_images, processes, max_megapixels
+            )
         for old in out_dir.glob(schema.shard_glob(split)):
             old.unlink()
         for shard in sorted(staging.iterdir()):
@@ -150,10 +155,11 @@ def csv_to_tfrecords(
         staging.rmdir()
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # failed before any shard landed: leave no trace
-    kept = [r for r in reports[split] if not r.skipped]
+    reports = written.reports[split]
+    kept = [r for r in reports if not r.skipped]
     return {
         "images": len(kept),
         "boxes": sum(len(r.labels) for r in kept),
-        "skipped": len(reports[split]) - len(kept),
-        "shards": auto_shard_count(len(tasks), shards),
+        "skipped": len(reports) - len(kept),
+        "shards": written.shard_counts[split],
     }

@@ -54,7 +54,12 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMPORARY_TAG}", dir=target.parent))
     temporary.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a channel is a normal folder
     try:
-        yield temporary
+        try:
+            yield temporary
+        except OSError as error:
+            if error.filename is None:  # a failed write() names no file: name the output
+                raise OSError(error.errno, error.strerror, str(target)) from error
+            raise
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             previous = old / "previous"

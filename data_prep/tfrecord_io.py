@@ -35,15 +35,21 @@ class RecordWriter:
             self.flush()
 
     def flush(self) -> None:
-        self.handle.writelines(framed_parts(self.pending))
-        self.handle.flush()
+        try:
+            self.handle.writelines(framed_parts(self.pending))
+            self.handle.flush()
+        except OSError as error:  # e.g. ENOSPC: a failed write() names no file
+            raise OSError(error.errno, error.strerror, self.handle.name) from error
         self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self.handle.close()
+            try:
+                self.handle.close()
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, self.handle.name) from error
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -67,9 +67,17 @@ def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
 def run_detect(args: argparse.Namespace) -> int:
     from sagemaker_tfod.edge.detect import above, open_detector
     from sagemaker_tfod.edge.draw import draw_detections
-    from sagemaker_tfod.edge.sources import expand_inputs, frames, open_frames, read_image
+    from sagemaker_tfod.edge.sources import (
+        check_image_sizes,
+        expand_inputs,
+        frames,
+        open_frames,
+        read_image,
+    )
 
     sources = expand_inputs(args.inputs)
+    max_pixels = int(args.max_megapixels * 1_000_000)
+    check_image_sizes(sources, max_pixels)
     labels = read_labels(args.labels, args.model)
     detector = open_detector(args.model, threads=args.threads)
     output = args.output
@@ -90,7 +98,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     for source, target in zip(sources, targets, strict=True):
         if source.kind == "image":
-            image = read_image(source)
+            image = read_image(source, max_pixels)
             detections = detect_above_threshold(image)
             if not args.no_images:
                 _write_image(target, draw_detections(image, detections, labels))
@@ -168,7 +176,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not labels:
         labels_path = args.data / schema.LABELS_FILE
         labels = read_labels(labels_path, args.model) if labels_path.is_file() else []
-    samples = samples_from_path(args.data, labels or None)
+    samples = samples_from_path(
+        args.data, labels or None, max_pixels=int(args.max_megapixels * 1_000_000)
+    )
     if not labels:
         raise EdgeError(f"{args.model}: no labels.txt beside it; pass --labels labels.txt")
     detector = open_detector(args.model, threads=args.threads)
@@ -219,6 +229,29 @@ def score_threshold(text: str) -> float:
     return value
 
 
+def megapixels(text: str) -> float:
+    """argparse type: a pixel limit in megapixels, above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megapixels") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} megapixels: use a limit above 0")
+    return value
+
+
+def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
+    from sagemaker_tfod.data_prep.images import DEFAULT_MAX_MEGAPIXELS
+
+    parser.add_argument(
+        "--max-megapixels",
+        type=megapixels,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help="refuse images with more pixels than this (read from the header, so a "
+        "decompression bomb is never decoded)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog_name("edge"), description=__doc__.splitlines()[0], allow_abbrev=False
@@ -265,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--max-frames", type=positive_int, help="stop a video or camera after N frames"
     )
+    _add_max_megapixels(detect)
 
     bench = commands.add_parser("benchmark", help="TFLite latency", formatter_class=formatter)
     bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite file")
@@ -296,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--limit", type=positive_int, help="evaluate at most N images")
     evaluation.add_argument("--plot", type=pathlib.Path, help="write a per-class AP chart (PNG)")
+    _add_max_megapixels(evaluation)
     return parser
 
 

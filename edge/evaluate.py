@@ -21,7 +21,7 @@ from sagemaker_tfod.data_prep import schema
 from sagemaker_tfod.data_prep.files import atomic_output_path
 from sagemaker_tfod.edge.detect import Detector
 from sagemaker_tfod.edge.errors import EdgeError
-from sagemaker_tfod.edge.preprocess import load_rgb
+from sagemaker_tfod.edge.preprocess import DEFAULT_MAX_PIXELS, load_rgb
 from sagemaker_tfod.edge.records import parse_example, read_records
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,9 @@ def _find_image(xml_path: pathlib.Path, filename: str, root: pathlib.Path) -> pa
     raise EdgeError(f"{xml_path}: image '{filename}' not found beside it or under {root}")
 
 
-def samples_from_voc(folder: pathlib.Path, labels: Sequence[str]) -> Iterator[Sample]:
+def samples_from_voc(
+    folder: pathlib.Path, labels: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Sample]:
     """Samples from a folder of labelImg / Pascal VOC XML files and their images."""
     from defusedxml import ElementTree  # evaluate-only dependency, safe against XML attacks
 
@@ -93,7 +95,9 @@ def samples_from_voc(folder: pathlib.Path, labels: Sequence[str]) -> Iterator[Sa
             root = ElementTree.parse(xml_path).getroot()
         except ElementTree.ParseError as error:
             raise EdgeError(f"{xml_path}: not valid XML ({error}); fix or remove it") from None
-        image = load_rgb(str(_find_image(xml_path, root.findtext("filename", ""), folder)))
+        image = load_rgb(
+            str(_find_image(xml_path, root.findtext("filename", ""), folder)), max_pixels
+        )
         boxes, label_indices = [], []
         for item in root.iter("object"):
             name = (item.findtext("name") or "").strip()
@@ -117,7 +121,9 @@ def channel_shards(folder: pathlib.Path, split: str = schema.EVAL_SPLIT) -> list
     return sorted(folder.glob(schema.shard_glob(split)))
 
 
-def samples_from_path(path: pathlib.Path, labels: Sequence[str] | None) -> Iterator[Sample]:
+def samples_from_path(
+    path: pathlib.Path, labels: Sequence[str] | None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Sample]:
     """A channel folder (its eval shards), a single shard, or a VOC folder."""
     if path.is_file() and path.name.endswith(schema.SHARD_SUFFIX):
         return samples_from_shards([path])
@@ -133,7 +139,7 @@ def samples_from_path(path: pathlib.Path, labels: Sequence[str] | None) -> Itera
         )
     if labels is None:
         raise EdgeError(f"{path}: a VOC folder needs the class names; pass --labels labels.txt")
-    return samples_from_voc(path, labels)
+    return samples_from_voc(path, labels, max_pixels)
 
 
 def coco_scores(

@@ -8,10 +8,18 @@ the raw-pixel letterbox here pads with the mean pixel to show the network what i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from sagemaker_tfod.data_prep.images import DEFAULT_MAX_MEGAPIXELS
+from sagemaker_tfod.edge.errors import EdgeError
+
+# Larger images are refused from their header, before any pixel is decoded: a 1 KB PNG can
+# declare 50,000 x 50,000 pixels (7.5 GB decoded). The same limit as data_prep's.
+DEFAULT_MAX_PIXELS = int(DEFAULT_MAX_MEGAPIXELS * 1_000_000)
 
 # Model Garden's ImageNet mean (preprocess_ops.MEAN_RGB), rounded to whole pixel values.
 PAD_RGB = (124, 116, 104)
@@ -100,7 +108,36 @@ def to_input_tensor(
     return batch.astype(dtype)
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Any image file Pillow reads (greyscale, palette, RGBA) -> RGB uint8 [H, W, 3]."""
-    with Image.open(path) as image:
+def _open_within(path: str, max_pixels: int) -> Image.Image:
+    """The image at `path`, opened lazily (header only); EdgeError above `max_pixels`.
+    Pillow's own decompression-bomb check (a warning at 89 and an error at 179 megapixels)
+    is replaced by this limit, which the user can set."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise EdgeError(
+            f"{path}: {width}x{height} pixels ({width * height / 1e6:,.0f} megapixels) is "
+            f"above the {max_pixels / 1e6:g}-megapixel limit; resize the image, or raise "
+            "--max-megapixels"
+        )
+    return image
+
+
+def check_image_size(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """EdgeError when the image at `path` has more than `max_pixels` (header only)."""
+    _open_within(path, max_pixels).close()
+
+
+def load_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any image file Pillow reads (greyscale, palette, RGBA) -> RGB uint8 [H, W, 3];
+    EdgeError for an image above `max_pixels`."""
+    with _open_within(path, max_pixels) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from sagemaker_tfod.edge.errors import EdgeError
-from sagemaker_tfod.edge.preprocess import load_rgb
+from sagemaker_tfod.edge.preprocess import DEFAULT_MAX_PIXELS, check_image_size, load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
@@ -87,9 +87,19 @@ def expand_inputs(inputs: list[str]) -> list[Source]:
     return sources
 
 
-def read_image(source: Source) -> np.ndarray:
+def check_image_sizes(sources: list[Source], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse any image input above `max_pixels` from its header, before a model is loaded."""
+    for source in sources:
+        if source.kind == "image":
+            try:
+                check_image_size(source.location, max_pixels)
+            except OSError as error:
+                raise EdgeError(f"{source.location}: not a readable image ({error})") from None
+
+
+def read_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     try:
-        return load_rgb(source.location)
+        return load_rgb(source.location, max_pixels)
     except OSError as error:
         raise EdgeError(f"{source.location}: not a readable image ({error})") from None
 

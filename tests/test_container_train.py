@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -108,13 +109,26 @@ def test_saved_model_takes_uint8_images_of_any_size(trained_run):
         assert set(np.unique(classes[0][:count])) <= {1, 2, 3}
 
 
+# SageMaker's SIGTERM -> SIGKILL; the job runs with the default grace and margin.
+SAGEMAKER_GRACE_SECONDS = 120.0
+
+
 @pytest.fixture(scope="module")
 def resumed_then_stopped(trained_run, tmp_path_factory):
-    """Reuse the trained run's checkpoints, train towards 400 steps, SIGTERM after one loop."""
+    """Reuse the trained run's checkpoints, train towards 400 steps, SIGTERM after one loop;
+    edge exports and int8 asked for, SageMaker's grace period (the defaults)."""
     base = make_base_dir(
         tmp_path_factory.mktemp("sigterm") / "opt_ml",
         trained_run.channel_dir,
-        {**TINY_HYPERPARAMETERS, "num_steps": "400", "log_interval_steps": "2"},
+        {
+            **TINY_HYPERPARAMETERS,
+            "num_steps": "400",
+            "log_interval_steps": "2",
+            "export_edge": "true",
+            "quantize": "true",
+            "inference_type": "INT8",
+            "calibration_samples": "8",
+        },
         pipeline_yaml=None,  # the copied channel already holds it
     )
     shutil.copytree(trained_run.checkpoint_dir, base / "checkpoints")
@@ -132,19 +146,22 @@ def resumed_then_stopped(trained_run, tmp_path_factory):
         lines.append(line)
         if parse_metric_line(line):
             process.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
             break
     rest, _ = process.communicate(timeout=600)
-    return base, process.returncode, "".join(lines) + rest
+    seconds = time.monotonic() - stopped_at
+    print(f"SIGTERM during training: ended {seconds:.1f} s later")
+    return base, process.returncode, "".join(lines) + rest, seconds
 
 
 def test_second_run_resumes_from_the_checkpoints(resumed_then_stopped):
-    _base, _returncode, log = resumed_then_stopped
+    _base, _returncode, log, _seconds = resumed_then_stopped
     assert "resuming from step 6" in log
     assert metric_steps(log)[0] == 8  # continues after step 6
 
 
 def test_sigterm_saves_a_checkpoint_exports_and_exits_cleanly(resumed_then_stopped):
-    base, returncode, log = resumed_then_stopped
+    base, returncode, log, seconds = resumed_then_stopped
     assert returncode == 0, log[-3000:]
     assert "SIGTERM received" in log
     metrics = json.loads((base / "model/metrics.json").read_text())
@@ -154,6 +171,34 @@ def test_sigterm_saves_a_checkpoint_exports_and_exits_cleanly(resumed_then_stopp
     assert (base / f"checkpoints/ckpt-{stopped_at}.index").is_file()
     assert (base / "model/saved_model/saved_model.pb").is_file()
     assert not (base / "output/failure").exists()
+    assert seconds < SAGEMAKER_GRACE_SECONDS
+
+
+def test_sigterm_exports_what_fits_and_says_how_to_make_the_rest(resumed_then_stopped):
+    """SavedModel first; then what fits before the deadline (on 2 shared cores, int8 usually
+    does not); whatever was left out is listed with the command that writes it from the
+    checkpoint, and nothing half-written remains. (test_faults_stop.py cuts exports short
+    deterministically, with a 5 s grace period.)"""
+    base, returncode, log, _seconds = resumed_then_stopped
+    assert returncode == 0, log[-3000:]
+    model = base / "model"
+    metrics = json.loads((model / "metrics.json").read_text())
+    skipped = metrics.get("skipped_exports", {})
+    for name, entry in skipped.items():
+        assert entry["reason"], name
+        assert entry["command"].startswith("python -m container export --checkpoint ")
+        assert f"ckpt-{metrics['step']}" in entry["command"]
+        assert "--quantize --inference-type INT8" in entry["command"]
+        assert f"{name}: " in log  # and in the log
+    export_json = json.loads((model / "export.json").read_text())
+    assert export_json.get("skipped", {}).keys() <= skipped.keys()
+    for name in ("frozen_inference_graph.pb", "model.tflite", "model_int8.tflite"):
+        written = (model / name).is_file()
+        assert written == (name in export_json["files"]), name
+        assert written or name in skipped, name
+    hidden = [p.name for p in model.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+    assert hidden == []
+    print(f"SIGTERM during training left out: {sorted(skipped) or 'nothing'}")
 
 
 def two_class_channel(synthetic_voc, tmp_path, eval_fraction):

@@ -236,3 +236,36 @@ def test_raccoon_channel_boxes_match_labelimg_xml(tmp_path):
         count += 1
         boxes += len(expected)
     assert (count, boxes) == (200, 217)
+
+
+def test_a_png_tensorflow_cannot_decode_is_never_kept(tmp_path):
+    """A PNG whose IDAT checksum is wrong: Pillow loads it, TensorFlow refuses it, so a
+    build that trusted Pillow would fail training hours later. The build leaves it out."""
+    import json
+
+    from PIL import Image
+
+    voc = tmp_path / "voc"
+    for number in range(3):
+        add_item(voc, f"good-{number}", fmt="PNG", objects=[("circle", 5, 5, 30, 25)])
+    damaged_path, _ = add_item(voc, "damaged", fmt="PNG", objects=[("circle", 5, 5, 30, 25)])
+    data = bytearray(damaged_path.read_bytes())
+    position = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[position : position + 4], "big")
+    data[position + 8 + length] ^= 0xFF  # the chunk's CRC
+    damaged_path.write_bytes(bytes(data))
+    with Image.open(damaged_path) as image:
+        image.load()  # Pillow: fine
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(bytes(data), channels=3)  # TensorFlow: not fine
+    out = tmp_path / "channel"
+    build_channel(voc, out, eval_fraction=0.0, workers=1, skip_bad_images=True)
+    dataset = json.loads((out / schema.DATASET_JSON).read_text())
+    assert [item["file"] for item in dataset["skipped"]] == ["images/damaged.png"]
+    assert "checksum of chunk 'IDAT'" in dataset["skipped"][0]["reason"]
+    decoded = 0
+    for _, record in _records(out):
+        parsed = tf.io.parse_single_example(record, _SPEC)
+        tf.io.decode_image(parsed[schema.IMAGE_ENCODED], channels=3)
+        decoded += 1
+    assert decoded == 3
