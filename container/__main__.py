@@ -32,6 +32,8 @@ EXIT_INTERNAL_ERROR = 2
 
 
 def _epilog() -> str:
+    # --help only: the presets import TensorFlow, whose start-up notes would bury the help.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sagemaker_tfod.container.hyperparameters import describe
     from sagemaker_tfod.container.presets import PRESETS
     from sagemaker_tfod.container.sagemaker_env import BASE_DIR_ENV, DEFAULT_BASE_DIR
