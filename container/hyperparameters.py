@@ -18,6 +18,7 @@ from sagemaker_tfod.container.errors import UserError
 DEFAULT_MODEL = "retinanet_mobilenetv2_fpnlite_320"
 INFERENCE_TYPES = ("FLOAT", "QUANTIZED_UINT8", "INT8")
 INIT_CHECKPOINT_MODULES = ("all", "backbone", "none")
+ANCHOR_CHOICES = ("auto", "default")
 # Fields whose unset value comes from the preset (the others' `None` is derived, see help).
 PRESET_FIELDS = ("batch_size", "image_size", "learning_rate")
 _TRUE = {"true", "1", "yes", "on"}
@@ -59,7 +60,15 @@ class Hyperparameters:
     seed: int = _hp(0, "random seed for TensorFlow and the input pipeline")
     score_threshold: float = _hp(0.05, "lowest detection score kept by the exported model")
     max_detections: int = _hp(100, "most detections per image")
+    anchors: str = _hp(
+        "auto",
+        "auto: fit anchor aspect ratios and size to the training boxes when the preset's "
+        "anchors miss too many of them (see Anchors); default: the preset's anchors",
+    )
     export_edge: bool = _hp(True, "also write the frozen graph and TFLite files")
+    export_onnx: bool = _hp(
+        True, "with export_edge: also write model.onnx, shipped if it matches the float TFLite"
+    )
     quantize: bool = _hp(False, "TFLite with quantisation (see inference_type)")
     inference_type: str = _hp(
         "FLOAT",
@@ -113,11 +122,12 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
     for name, text in user_keys.items():
         text = unquote_json_string(str(text).strip())
         values[name] = _convert(name, _base_type(fields[name].type), text)
-    # Choices are matched case-insensitively: `int8`, `Backbone`.
+    # Choices are matched case-insensitively: `int8`, `Backbone`, `AUTO`.
     if isinstance(values.get("inference_type"), str):
         values["inference_type"] = values["inference_type"].upper()
-    if isinstance(values.get("init_checkpoint_modules"), str):
-        values["init_checkpoint_modules"] = values["init_checkpoint_modules"].lower()
+    for name in ("init_checkpoint_modules", "anchors"):
+        if isinstance(values.get(name), str):
+            values[name] = values[name].lower()
     try:
         return Hyperparameters(**values)
     except ValueError as error:
@@ -211,6 +221,10 @@ def _validate(hp: Hyperparameters) -> None:
         hp.init_checkpoint_modules in INIT_CHECKPOINT_MODULES,
         f"init_checkpoint_modules={hp.init_checkpoint_modules!r} must be one of "
         f"{', '.join(INIT_CHECKPOINT_MODULES)}",
+    )
+    require(
+        hp.anchors in ANCHOR_CHOICES,
+        f"anchors={hp.anchors!r} must be one of {', '.join(ANCHOR_CHOICES)}",
     )
     require(
         hp.inference_type in INFERENCE_TYPES,

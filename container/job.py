@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from sagemaker_tfod.container import anchors, evaluation, export, training
 from sagemaker_tfod.container import channel as channel_lib
-from sagemaker_tfod.container import evaluation, export, training
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
 from sagemaker_tfod.container.pipeline_config import (
@@ -159,6 +159,9 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
         override_yaml=channel.pipeline_yaml,
         use_gpu=use_gpu,
     )
+    anchor_decision = anchors.resolve_anchors(
+        params, hp.anchors, train_summary.boxes, train_summary.image_sizes, channel.pipeline_yaml
+    )
     check_not_stopped(stop_flag)
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
     export.write_label_files(channel.label_map, env.model_dir)
@@ -173,6 +176,7 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
         )
     saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
     report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
+    report["anchors"] = anchor_decision
 
     # ---- Edge exports (frozen graph, TFLite): container/export_edge.py, issue 4. ----
     if hp.export_edge:
@@ -211,6 +215,7 @@ def run_edge_exports(
         train_shards=channel.train_shards,
         eval_shards=channel.eval_shards,
         label_map=channel.label_map,
+        onnx=hp.export_onnx,
     )
 
 
