@@ -1,4 +1,5 @@
-"""Edge exports: frozen graph, TFLite (float always; fp16 or int8 on request), `export.json`.
+"""Edge exports: frozen graph, TFLite (float always; fp16 or int8 on request), ONNX (gated, see
+container/export_onnx.py), `export.json`.
 
 Every file is evaluated on the eval shards with the Pi-side code (`edge.evaluate`), and a
 quantised file ships only if its AP50 is at least `AP50_RATIO_FLOOR` of the float model's;
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_tfod.container import export_frozen, export_tflite
+from sagemaker_tfod.container import export_frozen, export_onnx, export_tflite
 from sagemaker_tfod.data_prep import schema
 from sagemaker_tfod.edge import detect as edge_detect
 from sagemaker_tfod.edge import evaluate as edge_evaluate
@@ -159,8 +160,10 @@ def export_edge_models(
     train_shards: list[str],
     eval_shards: list[str],
     label_map: dict[int, str],
+    onnx: bool = True,
 ) -> dict:
-    """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json."""
+    """Write the frozen graph, TFLite files, model.onnx (if `onnx` and it passes its gate) and
+    export.json to `model_dir`; return export.json."""
     model_dir = pathlib.Path(model_dir)
     started = time.monotonic()
     num_classes = len(label_map)
@@ -203,6 +206,22 @@ def export_edge_models(
     float_path = model_dir / FLOAT_TFLITE
     files[FLOAT_TFLITE] = convert_and_score("float", float_path)
     float_ap50 = files[FLOAT_TFLITE]["eval"]["AP50"]
+
+    onnx_decision: dict[str, Any] = {"requested": False}
+    if onnx:
+        onnx_decision = export_onnx.export_onnx(
+            module,
+            export_tflite.postprocess_settings(params),
+            model_dir,
+            float_tflite=float_path,
+            float_ap50=float_ap50,
+            images=[sample.image for sample in evaluator.samples],
+            score=lambda path: _named_per_class(evaluator.score(path), label_map),
+        )
+        if onnx_decision["shipped"]:
+            files[export_onnx.ONNX_FILE] = onnx_decision.pop("file")
+    else:
+        (model_dir / export_onnx.ONNX_FILE).unlink(missing_ok=True)  # an earlier run's
 
     quantization: dict[str, Any] = {"requested": bool(quantize), "inference_type": inference_type}
     shipped = FLOAT_TFLITE
@@ -252,6 +271,7 @@ def export_edge_models(
         "eval_data": evaluator.data,
         "ap50_ratio_floor": AP50_RATIO_FLOOR,
         "quantization": quantization,
+        "onnx": onnx_decision,
         "files": files,
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -1,7 +1,8 @@
 """`python -m edge detect|benchmark|evaluate`: the Raspberry Pi side.
 
-detect and benchmark need only numpy, Pillow and a TFLite runtime (OpenCV for video and
-cameras); evaluate adds pycocotools, and TensorFlow only for SavedModels and frozen graphs.
+detect and benchmark need only numpy, Pillow and a TFLite runtime, or onnxruntime for
+model.onnx (OpenCV for video and cameras); evaluate adds pycocotools, and TensorFlow only for
+SavedModels and frozen graphs.
 """
 
 from __future__ import annotations
@@ -233,12 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUT", help="image, folder, video or camera index"
     )
     detect.add_argument(
-        "--model", type=pathlib.Path, required=True, help=".tflite, SavedModel or .pb"
+        "--model", type=pathlib.Path, required=True, help=".tflite, .onnx, SavedModel or .pb"
     )
     detect.add_argument(
         "--labels", type=pathlib.Path, help="labels.txt (default: beside the model)"
     )
-    detect.add_argument("--threads", type=positive_int, default=4, help="CPU threads for TFLite")
+    detect.add_argument(
+        "--threads", type=positive_int, default=4, help="CPU threads for TFLite and ONNX"
+    )
     detect.add_argument(
         "--score-threshold",
         type=score_threshold,
@@ -257,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames", type=positive_int, help="stop a video or camera after N frames"
     )
 
-    bench = commands.add_parser("benchmark", help="TFLite latency", formatter_class=formatter)
-    bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite file")
+    bench = commands.add_parser(
+        "benchmark", help="TFLite or ONNX latency", formatter_class=formatter
+    )
+    bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite or .onnx file")
     bench.add_argument(
         "--threads", type=positive_int, nargs="+", default=[1, 4], help="thread counts"
     )
@@ -271,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     evaluation.add_argument(
-        "--model", type=pathlib.Path, required=True, help=".tflite, SavedModel or .pb"
+        "--model", type=pathlib.Path, required=True, help=".tflite, .onnx, SavedModel or .pb"
     )
     evaluation.add_argument(
         "--data",
@@ -283,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=pathlib.Path, help="labels.txt (default: beside model)"
     )
     evaluation.add_argument(
-        "--threads", type=positive_int, default=4, help="CPU threads for TFLite"
+        "--threads", type=positive_int, default=4, help="CPU threads for TFLite and ONNX"
     )
     evaluation.add_argument("--limit", type=positive_int, help="evaluate at most N images")
     evaluation.add_argument("--plot", type=pathlib.Path, help="write a per-class AP chart (PNG)")
