@@ -115,7 +115,7 @@ class AnchorFit:
         }
 
 
-def _grid(config: AnchorConfig, level: int, height: int, width: int):
+def _grid(level: int, height: int, width: int):
     """Feature size and stride per axis, as Model Garden's `Anchor` computes them."""
     cells_y, cells_x = math.ceil(height / 2**level), math.ceil(width / 2**level)
     return cells_y, cells_x, height / cells_y, width / cells_x
@@ -135,7 +135,7 @@ def anchor_boxes(config: AnchorConfig, height: int, width: int) -> np.ndarray:
     """[N, 4] anchors (ymin, xmin, ymax, xmax) in input pixels, in Model Garden's order."""
     levels = []
     for level in range(config.min_level, config.max_level + 1):
-        cells_y, cells_x, stride_y, stride_x = _grid(config, level, height, width)
+        cells_y, cells_x, stride_y, stride_x = _grid(level, height, width)
         ys = (np.arange(cells_y) + 0.5) * stride_y
         xs = (np.arange(cells_x) + 0.5) * stride_x
         yv, xv = np.meshgrid(ys, xs, indexing="ij")
@@ -185,7 +185,7 @@ def best_anchor_iou(
     centre_x = (boxes[:, 1] + boxes[:, 3]) / 2
     best = np.zeros(len(boxes))
     for level in range(config.min_level, config.max_level + 1):
-        cells_y, cells_x, stride_y, stride_x = _grid(config, level, input_height, input_width)
+        cells_y, cells_x, stride_y, stride_x = _grid(level, input_height, input_width)
         anchor_y = (np.clip(np.floor(centre_y / stride_y), 0, cells_y - 1) + 0.5) * stride_y
         anchor_x = (np.clip(np.floor(centre_x / stride_x), 0, cells_x - 1) + 0.5) * stride_x
         shapes = anchor_shapes(config, level)  # [A, 2]
