@@ -1,12 +1,13 @@
-"""Latency and size of every TFLite variant of the default preset (320 px) on this machine.
+"""Latency and size of every TFLite variant and model.onnx of the default preset (320 px).
 
 Builds the default preset at 320 px, converts it to float, fp16, int8 (full integer, uint8
-input; the recipe `train` ships) and dynamic-range TFLite, then times each at 1 and 2 threads
+input; the recipe `train` ships) and dynamic-range TFLite and to model.onnx (onnxruntime),
+then times each at 1 and 2 threads
 with the Pi-side code (`edge.benchmark`), interleaving the files so a neighbour's load on a
 shared CPU hits them alike. Pass trained weights with `--checkpoint` (any input size; match
 `--num-classes`): an untrained float file is smaller than a trained one (identical zero
 biases are stored once). int8 is calibrated on synthetic shape images. `--model-dir`
-benchmarks the .tflite files of a finished run instead.
+benchmarks the .tflite and .onnx files of a finished run instead.
 
     .venv/bin/python benchmarks/bench_edge.py [--checkpoint CKPT --num-classes N] [--runs 30]
 
@@ -37,7 +38,7 @@ def build_variants(
     """Convert the default preset to every variant in `out`; returns the files."""
     import numpy as np
 
-    from sagemaker_tfod.container import export_tflite
+    from sagemaker_tfod.container import export_onnx, export_tflite
     from sagemaker_tfod.container.hyperparameters import DEFAULT_MODEL, Hyperparameters
     from sagemaker_tfod.container.pipeline_config import DataPaths, build_experiment
     from sagemaker_tfod.container.presets import get_preset
@@ -65,6 +66,10 @@ def build_variants(
             export_tflite.convert(module, export_tflite.RECIPES[name], lambda: iter(images))
         )
         files.append(path)
+    logger.info("converting model.onnx")
+    path = out / export_onnx.ONNX_FILE
+    path.write_bytes(export_onnx.build_onnx(module, export_tflite.postprocess_settings(params)))
+    files.append(path)
     return files
 
 
@@ -103,7 +108,9 @@ def interleaved(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=pathlib.Path, help="benchmark these .tflite files")
+    parser.add_argument(
+        "--model-dir", type=pathlib.Path, help="benchmark these .tflite and .onnx files"
+    )
     parser.add_argument("--checkpoint", help="trained weights for the default preset (optional)")
     parser.add_argument("--num-classes", type=int, default=3, help="label-map classes")
     parser.add_argument("--image-size", type=int, default=320)
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_edge-") as tmp:
         if args.model_dir:
-            files = sorted(args.model_dir.glob("*.tflite"))
+            files = sorted(args.model_dir.glob("*.tflite")) + sorted(args.model_dir.glob("*.onnx"))
         else:
             files = build_variants(
                 pathlib.Path(tmp), args.image_size, args.checkpoint, args.num_classes

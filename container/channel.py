@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
 
 from sagemaker_tfod.container.errors import UserError
@@ -86,19 +87,37 @@ class SplitSummary:
     num_examples: int
     label_ids: frozenset[int]
     scanned_all: bool
+    # Boxes of the scanned records (the anchor fit reads them): [M, 4] normalised (ymin, xmin,
+    # ymax, xmax) and [M, 2] (height, width) of each box's image.
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    image_sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+
+_BOX_KEYS = (schema.BBOX_YMIN, schema.BBOX_XMIN, schema.BBOX_YMAX, schema.BBOX_XMAX)
 
 
 def scan_split(shards: list[str], limit: int = LABEL_SCAN_LIMIT) -> SplitSummary:
-    """Count the records of `shards` and collect the class ids of the first `limit`."""
-    features = {schema.CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
+    """Count the records of `shards`; collect the class ids and boxes of the first `limit`."""
+    features = {
+        schema.CLASS_LABEL: tf.io.VarLenFeature(tf.int64),
+        schema.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        schema.IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        **{key: tf.io.VarLenFeature(tf.float32) for key in _BOX_KEYS},
+    }
     count = 0
     label_ids: set[int] = set()
+    boxes, sizes = [], []
     for shard in shards:
         try:
             for record in tf.data.TFRecordDataset(shard):
                 if count < limit:
                     parsed = tf.io.parse_single_example(record, features)
                     label_ids.update(int(v) for v in parsed[schema.CLASS_LABEL].values.numpy())
+                    corners = [parsed[key].values.numpy() for key in _BOX_KEYS]
+                    size = (int(parsed[schema.IMAGE_HEIGHT]), int(parsed[schema.IMAGE_WIDTH]))
+                    if len({len(c) for c in corners}) == 1 and min(size) > 0:
+                        boxes.append(np.stack(corners, axis=-1).reshape(-1, 4))
+                        sizes.append(np.tile(size, (len(corners[0]), 1)))
                 count += 1
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             reason = error.message.splitlines()[0]
@@ -106,7 +125,13 @@ def scan_split(shards: list[str], limit: int = LABEL_SCAN_LIMIT) -> SplitSummary
                 f"{shard}: not a readable TFRecord of tf.train.Example ({reason}); "
                 "rebuild the channel with `python -m data_prep build`"
             ) from error
-    return SplitSummary(count, frozenset(label_ids), count <= limit)
+    return SplitSummary(
+        count,
+        frozenset(label_ids),
+        count <= limit,
+        np.concatenate(boxes) if boxes else np.zeros((0, 4)),
+        np.concatenate(sizes) if sizes else np.zeros((0, 2)),
+    )
 
 
 def check_labels(summary: SplitSummary, split: str, label_map: dict[int, str], where: str) -> None:

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-edge", action="store_true", help="only the SavedModel (no frozen graph or TFLite)"
     )
     parser.add_argument(
+        "--no-onnx", action="store_true", help="no model.onnx (see export_onnx in train --help)"
+    )
+    parser.add_argument(
         "--quantize",
         action="store_true",
         help="also write the quantised TFLite of --inference-type",
@@ -87,14 +90,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _checkpoint_prefix(path: pathlib.Path) -> str:
     import tensorflow as tf
 
-    from sagemaker_tfod.container.channel import find_checkpoint
+    from sagemaker_tfod.container.checkpoint_source import checkpoint_prefixes, latest_prefix
     from sagemaker_tfod.container.errors import UserError
 
     if path.is_dir():
-        prefix = find_checkpoint(path)
-        if prefix is None:
-            raise UserError(f"{path}: an empty folder; pass the job's checkpoints (ckpt-N files)")
-        return prefix
+        prefixes = checkpoint_prefixes(path)
+        if not prefixes:
+            raise UserError(
+                f"{path}: no checkpoint inside (no ckpt-N.index with its ckpt-N.data-* files); "
+                "pass the job's checkpoints folder or a ckpt-N prefix"
+            )
+        return latest_prefix(prefixes)
     prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", str(path))
     try:
         tf.train.load_checkpoint(prefix)
@@ -156,6 +162,7 @@ def export_from_checkpoint(args: argparse.Namespace) -> dict:
         quantize=args.quantize,
         inference_type=args.inference_type,
         calibration_samples=args.calibration_samples,
+        export_onnx=not args.no_onnx,
     )
     logger.info("exporting %s to %s", prefix, model_dir)
     return export_sequence.export_model(

@@ -1,4 +1,5 @@
-"""Edge exports: frozen graph, TFLite (float always; fp16 or int8 on request), `export.json`.
+"""Edge exports: frozen graph, TFLite (float always; fp16 or int8 on request), ONNX (gated, see
+container/export_onnx.py), `export.json`.
 
 Every file is evaluated on the eval shards with the Pi-side code (`edge.evaluate`), and a
 quantised file ships only if its AP50 is at least `AP50_RATIO_FLOOR` of the float model's;
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sagemaker_tfod.container import export_frozen, export_tflite
+from sagemaker_tfod.container import export_frozen, export_onnx, export_tflite
 from sagemaker_tfod.data_prep import schema
 from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_bytes
 from sagemaker_tfod.edge import detect as edge_detect
@@ -163,6 +164,7 @@ class EdgeExporter:
         train_shards: list[str],
         eval_shards: list[str],
         label_map: dict[int, str],
+        onnx: bool = True,
         commit: Commit = contextlib.nullcontext,
     ) -> None:
         self.params = params
@@ -174,6 +176,8 @@ class EdgeExporter:
         self.train_shards = train_shards
         self.eval_shards = eval_shards
         self.label_map = label_map
+        self.onnx = onnx
+        self.onnx_decision: dict[str, Any] = {"requested": False}
         self.commit = commit  # held while a file is put in place (a stop's watchdog waits)
         self.started = time.monotonic()
         self.height, self.width = _tflite_input_size(params)
@@ -214,6 +218,11 @@ class EdgeExporter:
         ]
         if self.quantize:
             steps.append((self.quantized_file, self.quantized_tflite, (FLOAT_TFLITE,)))
+        # Last: under a stop the quantised file (what a Pi runs) matters more than ONNX.
+        if self.onnx:
+            steps.append((export_onnx.ONNX_FILE, self.onnx_model, (FLOAT_TFLITE,)))
+        else:
+            (self.model_dir / export_onnx.ONNX_FILE).unlink(missing_ok=True)  # an earlier run's
         return steps
 
     # ------------------------------------------------------------------ the steps
@@ -301,6 +310,21 @@ class EdgeExporter:
             )
             log.warning("%s", self.quantization["note"])
 
+    def onnx_model(self) -> None:
+        """model.onnx, shipped only if it agrees with the float TFLite file (export_onnx)."""
+        decision = export_onnx.export_onnx(
+            self._tflite_module(),
+            export_tflite.postprocess_settings(self.params),
+            self.model_dir,
+            float_tflite=self.model_dir / FLOAT_TFLITE,
+            float_ap50=self.files[FLOAT_TFLITE]["eval"]["AP50"],
+            images=[sample.image for sample in self.evaluator.samples],
+            score=lambda path: _named_per_class(self.evaluator.score(path), self.label_map),
+        )
+        if decision["shipped"]:
+            self.files[export_onnx.ONNX_FILE] = decision.pop("file")
+        self.onnx_decision = decision
+
     # ------------------------------------------------------------------ the record
     def content(self, skipped: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
         """export.json: what was written, how it scored, and what a stop left out."""
@@ -318,6 +342,7 @@ class EdgeExporter:
             "eval_data": self._evaluator.data if self._evaluator else None,
             "ap50_ratio_floor": AP50_RATIO_FLOOR,
             "quantization": quantization,
+            "onnx": self.onnx_decision,
             "files": dict(self.files),
             "seconds": round(time.monotonic() - self.started, 1),
         }
@@ -349,6 +374,7 @@ def export_edge_models(
     train_shards: list[str],
     eval_shards: list[str],
     label_map: dict[int, str],
+    onnx: bool = True,
 ) -> dict:
     """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json.
     (Every step, no deadline: `export_sequence` runs them one by one under a stop.)"""
@@ -362,6 +388,7 @@ def export_edge_models(
         train_shards=train_shards,
         eval_shards=eval_shards,
         label_map=label_map,
+        onnx=onnx,
     )
     exporter.score_saved_model()
     for _name, step, _needs in exporter.steps():

@@ -124,6 +124,37 @@ def normalised_center_anchors(params, input_height: int, input_width: int) -> np
     return centre.astype(np.float32)
 
 
+def postprocess_settings(params) -> dict:
+    """The post-processing op's settings from the experiment (the ONNX export reads them too)."""
+    generator = params.task.model.detection_generator
+    return {
+        "num_classes": params.task.model.num_classes - 1,  # background excluded
+        "max_detections": generator.max_num_detections,
+        "score_threshold": generator.pre_nms_score_threshold,
+        "iou_threshold": generator.nms_iou_threshold,
+    }
+
+
+def postprocess_function(settings: dict) -> Callable:
+    """A tf.function that the TFLite converter replaces with TFLite_Detection_PostProcess:
+    (box encodings [1, N, 4], scores [1, N, classes + 1], anchors [N, 4]) -> boxes, classes,
+    scores, count. `settings` as postprocess_settings returns them."""
+
+    # num_classes excludes background, so the op skips score column 0 (its label offset).
+    @tf.function(experimental_implements=_postprocess_signature(**settings))
+    def postprocess(box_encodings, class_scores, anchors):
+        # Placeholder body: the converter replaces this function with the TFLite op.
+        del box_encodings, class_scores, anchors
+        return (
+            tf.constant(0.0, name="boxes"),
+            tf.constant(0.0, name="classes"),
+            tf.constant(0.0, name="scores"),
+            tf.constant(0.0, name="num_detections"),
+        )
+
+    return postprocess
+
+
 class TfliteDetectionModule(tf.Module):
     """Raw pixels in, TFLite_Detection_PostProcess out, for one fixed input size."""
 
@@ -132,53 +163,43 @@ class TfliteDetectionModule(tf.Module):
         self.model = model
         self._params = params
         self._size = (input_height, input_width)
-        self._anchors = tf.constant(normalised_center_anchors(params, input_height, input_width))
-        generator = params.task.model.detection_generator
-        num_classes = params.task.model.num_classes
-        self._num_classes = num_classes
+        self.anchors = normalised_center_anchors(params, input_height, input_width)
+        self._anchors = tf.constant(self.anchors)
+        self._num_classes = params.task.model.num_classes
+        self._postprocess = postprocess_function(postprocess_settings(params))
 
-        @tf.function(
-            experimental_implements=_postprocess_signature(
-                num_classes=num_classes - 1,  # background excluded: the op skips column 0
-                max_detections=generator.max_num_detections,
-                score_threshold=generator.pre_nms_score_threshold,
-                iou_threshold=generator.nms_iou_threshold,
-            )
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._size
+
+    def network(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Raw pixels [1, H, W, 3] -> box encodings [1, N, 4] (ty, tx, th, tw) and class
+        scores [1, N, classes + 1] after the sigmoid, anchors in `self.anchors` order."""
+        model_config = self._params.task.model
+        pixels = tf.cast(images, tf.float32)
+        normalised = (pixels - tf.constant(preprocess_ops.MEAN_RGB)) / tf.constant(
+            preprocess_ops.STDDEV_RGB
         )
-        def postprocess(box_encodings, class_scores, anchors):
-            # Placeholder body: the converter replaces this function with the TFLite op.
-            del box_encodings, class_scores, anchors
-            return (
-                tf.constant(0.0, name="boxes"),
-                tf.constant(0.0, name="classes"),
-                tf.constant(0.0, name="scores"),
-                tf.constant(0.0, name="num_detections"),
-            )
-
-        self._postprocess = postprocess
+        features = self.model.backbone(normalised, training=False)
+        features = self.model.decoder(features, training=False)
+        raw_scores, raw_boxes = self.model.head(features, training=False)[:2]
+        levels = range(model_config.min_level, model_config.max_level + 1)
+        scores = tf.concat(
+            [tf.reshape(raw_scores[str(lv)], [1, -1, self._num_classes]) for lv in levels],
+            axis=1,
+        )
+        boxes = tf.concat([tf.reshape(raw_boxes[str(lv)], [1, -1, 4]) for lv in levels], axis=1)
+        return boxes, tf.sigmoid(scores)
 
     def serving_function(self, input_dtype: tf.DType) -> Callable:
         height, width = self._size
-        model_config = self._params.task.model
 
         @tf.function(
             input_signature=[tf.TensorSpec([1, height, width, 3], input_dtype, name="images")]
         )
         def serve(images):
-            pixels = tf.cast(images, tf.float32)
-            normalised = (pixels - tf.constant(preprocess_ops.MEAN_RGB)) / tf.constant(
-                preprocess_ops.STDDEV_RGB
-            )
-            features = self.model.backbone(normalised, training=False)
-            features = self.model.decoder(features, training=False)
-            raw_scores, raw_boxes = self.model.head(features, training=False)[:2]
-            levels = range(model_config.min_level, model_config.max_level + 1)
-            scores = tf.concat(
-                [tf.reshape(raw_scores[str(lv)], [1, -1, self._num_classes]) for lv in levels],
-                axis=1,
-            )
-            boxes = tf.concat([tf.reshape(raw_boxes[str(lv)], [1, -1, 4]) for lv in levels], axis=1)
-            outputs = self._postprocess(boxes, tf.sigmoid(scores), self._anchors)
+            boxes, scores = self.network(images)
+            outputs = self._postprocess(boxes, scores, self._anchors)
             return dict(zip(OUTPUT_NAMES, outputs, strict=True))
 
         return serve

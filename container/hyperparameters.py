@@ -22,6 +22,7 @@ INFERENCE_TYPES = ("FLOAT", "QUANTIZED_UINT8", "INT8")
 # `all`, or any of backbone/decoder by substring: `head` or `['all']` would load nothing, silently).
 INIT_CHECKPOINT_MODULES = ("backbone", "backbone,decoder", "all", "none")
 LOG_LEVELS = ("info", "debug")
+ANCHOR_CHOICES = ("auto", "default")
 # Fields whose unset value comes from the preset (the others' `None` is derived, see help).
 PRESET_FIELDS = ("batch_size", "image_size", "learning_rate")
 _TRUE = {"true", "1", "yes", "on"}
@@ -64,7 +65,15 @@ class Hyperparameters:
     seed: int = _hp(0, "random seed for TensorFlow and the input pipeline")
     score_threshold: float = _hp(0.05, "lowest detection score kept by the exported model")
     max_detections: int = _hp(100, "most detections per image")
+    anchors: str = _hp(
+        "auto",
+        "auto: fit anchor aspect ratios and size to the training boxes when the preset's "
+        "anchors miss too many of them (see Anchors); default: the preset's anchors",
+    )
     export_edge: bool = _hp(True, "also write the frozen graph and TFLite files")
+    export_onnx: bool = _hp(
+        True, "with export_edge: also write model.onnx, shipped if it matches the float TFLite"
+    )
     quantize: bool = _hp(False, "TFLite with quantisation (see inference_type)")
     inference_type: str = _hp(
         "FLOAT",
@@ -151,7 +160,7 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
     for name, text in user_keys.items():
         text = unquote_json_string(str(text).strip())
         values[name] = _convert(name, _base_type(fields[name].type), text)
-    # Choices are matched case-insensitively: `int8`, `Backbone`.
+    # Choices are matched case-insensitively: `int8`, `Backbone`, `AUTO`.
     if isinstance(values.get("inference_type"), str):
         values["inference_type"] = values["inference_type"].upper()
     if isinstance(values.get("log_level"), str):
@@ -160,6 +169,8 @@ def parse_hyperparameters(raw: Mapping[str, str]) -> Hyperparameters:
         values["init_checkpoint_modules"] = normalize_init_checkpoint_modules(
             values["init_checkpoint_modules"]
         )
+    if isinstance(values.get("anchors"), str):
+        values["anchors"] = values["anchors"].lower()
     try:
         return Hyperparameters(**values)
     except ValueError as error:
@@ -288,6 +299,10 @@ def _validate(hp: Hyperparameters) -> None:
         hp.stop_grace_seconds > 0 and 0 <= hp.stop_margin_seconds < hp.stop_grace_seconds,
         f"stop_grace_seconds={hp.stop_grace_seconds}, stop_margin_seconds="
         f"{hp.stop_margin_seconds}: need 0 <= margin < grace",
+    )
+    require(
+        hp.anchors in ANCHOR_CHOICES,
+        f"anchors={hp.anchors!r} must be one of {', '.join(ANCHOR_CHOICES)}",
     )
     require(
         hp.inference_type in INFERENCE_TYPES,

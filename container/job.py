@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from sagemaker_tfod.container import channel as channel_lib
 from sagemaker_tfod.container import (
+    anchors,
     checkpoint_source,
     evaluation,
     export,
@@ -24,6 +24,7 @@ from sagemaker_tfod.container import (
     failure,
     training,
 )
+from sagemaker_tfod.container import channel as channel_lib
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
 from sagemaker_tfod.container.pipeline_config import (
@@ -155,6 +156,9 @@ def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
         hp.init_checkpoint_modules,
         env.checkpoints_dir,
     )
+    anchor_decision = anchors.resolve_anchors(
+        params, hp.anchors, train_summary.boxes, train_summary.image_sizes, channel.pipeline_yaml
+    )
     check_not_stopped(stop_flag)
     save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
     export.write_label_files(channel.label_map, env.model_dir)
@@ -185,6 +189,7 @@ def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
         stop=stop,
         write_failure=lambda message: failure.write_failure(env, message),
     )
+    report["anchors"] = anchor_decision
     report["seconds"] = round(time.monotonic() - started, 1)
     with stop.commit():
         evaluation.write_metrics_json(env.model_dir / export_sequence.METRICS_JSON, report)

@@ -37,6 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         image_size=args.image_size,
         seed=args.seed,
         overwrite=args.overwrite,
+        aspect_ratio=args.aspect_ratio,
     )
     print(json.dumps(counts))
 
@@ -121,7 +122,7 @@ def _cmd_tfrecord(args: argparse.Namespace) -> None:
 def _cmd_stats(args: argparse.Namespace) -> None:
     from sagemaker_tfod.data_prep.stats import channel_stats, format_stats, write_dataset_png
 
-    stats = channel_stats(args.channel_dir)
+    stats = channel_stats(args.channel_dir, image_size=args.image_size)
     print(format_stats(stats))
     if not args.no_png:
         out = write_dataset_png(args.channel_dir, args.png, samples=args.samples)
@@ -256,6 +257,13 @@ def _add_synth_command(sub) -> None:
         default=0,
         help="random seed; the same seed writes the same files (default: %(default)s)",
     )
+    p.add_argument(
+        "--aspect-ratio",
+        type=float,
+        default=1.0,
+        help="1: the shapes; R > 1: every box stretched to R:1 or 1:R, long side 45-90%% of "
+        "the image (boxes the default anchors miss; default: %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=_cmd_synth)
 
@@ -361,8 +369,8 @@ def _add_stats_command(sub) -> None:
     p = sub.add_parser(
         "stats",
         help="print a channel's statistics and write dataset.png",
-        description="Counts per class and split, box sizes, and dataset.png "
-        "with sample images and their boxes.",
+        description="Counts per class and split, box sizes, how well each preset's default "
+        "anchors fit the training boxes, and dataset.png with sample images and their boxes.",
     )
     p.add_argument("channel_dir", type=Path, help="channel folder written by build")
     p.add_argument(
@@ -376,6 +384,12 @@ def _add_stats_command(sub) -> None:
         type=int,
         default=12,
         help="sample images drawn with their boxes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="measure the anchor fit at this square input size (default: each preset's)",
     )
     p.add_argument("--no-png", action="store_true", help="only print the statistics")
     p.set_defaults(func=_cmd_stats)

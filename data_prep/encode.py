@@ -41,6 +41,8 @@ class ImageReport:
     height: int = 0
     labels: list[int] = field(default_factory=list)
     box_sizes: list[tuple[float, float]] = field(default_factory=list)  # normalised w, h
+    # normalised (ymin, xmin, ymax, xmax), for the anchor fit in dataset.json
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     change: str = ""
     skipped: str = ""  # reason, when the image was left out
@@ -168,5 +170,6 @@ def encode_image(task: ImageTask) -> tuple[bytes, ImageReport]:
     report.box_sizes = [
         ((box.xmax - box.xmin) / width, (box.ymax - box.ymin) / height) for box, _ in kept
     ]
+    report.boxes = list(zip(boxes.ymin, boxes.xmin, boxes.ymax, boxes.xmax, strict=True))
     report.encoded_bytes = len(prepared.encoded)
     return example, report

@@ -13,6 +13,7 @@ from sagemaker_tfod.data_prep.errors import DataPrepError
 from sagemaker_tfod.data_prep.examples import parse_example
 from sagemaker_tfod.data_prep.files import atomic_output_path, read_user_text
 from sagemaker_tfod.data_prep.label_map import parse_label_map
+from sagemaker_tfod.data_prep.summary import anchor_fit_summary
 from sagemaker_tfod.data_prep.tfrecord_io import iter_records
 
 
@@ -27,9 +28,12 @@ def iter_examples(channel_dir: Path, split: str):
             yield parse_example(record)
 
 
-def channel_stats(channel_dir: Path | str) -> dict:
-    """Counts per class and split and box sizes, computed from the shards themselves."""
+def channel_stats(channel_dir: Path | str, image_size: int | None = None) -> dict:
+    """Counts per class and split, box sizes and the presets' anchor fit (at `image_size`, or
+    each preset's input size), computed from the shards themselves."""
     channel = Path(channel_dir)
+    if image_size is not None and image_size < 32:
+        raise DataPrepError(f"--image-size {image_size}: use the training input size, e.g. 320")
     label_map_path = channel / schema.LABEL_MAP_FILE
     if not label_map_path.is_file():
         raise DataPrepError(
@@ -43,6 +47,7 @@ def channel_stats(channel_dir: Path | str) -> dict:
         "splits": {},
     }
     widths, heights = [], []
+    train_boxes, train_image_sizes = [], []
     for split in (schema.TRAIN_SPLIT, schema.EVAL_SPLIT):
         paths = shard_paths(channel, split)
         if not paths:
@@ -63,6 +68,11 @@ def channel_stats(channel_dir: Path | str) -> dict:
             ):
                 widths.append(x1 - x0)
                 heights.append(y1 - y0)
+                if split == schema.TRAIN_SPLIT:
+                    train_boxes.append((y0, x0, y1, x1))
+                    train_image_sizes.append(
+                        (example[schema.IMAGE_HEIGHT][0], example[schema.IMAGE_WIDTH][0])
+                    )
         stats["splits"][split] = {
             "shards": len(paths),
             "images": images,
@@ -73,6 +83,7 @@ def channel_stats(channel_dir: Path | str) -> dict:
     if not stats["splits"]:
         raise DataPrepError(f"{channel}: no {schema.shard_glob('*')} shards; build the channel")
     stats["box_widths"], stats["box_heights"] = widths, heights
+    stats["anchor_fit"] = anchor_fit_summary(train_boxes, train_image_sizes, image_size)
     dataset_json = channel / schema.DATASET_JSON
     if dataset_json.is_file():
         recorded = json.loads(read_user_text(dataset_json))
@@ -101,6 +112,16 @@ def format_stats(stats: dict) -> str:
         lines.append(
             f"  box height (fraction of image): min {ordered_h[0]:.3f} median "
             f"{ordered_h[mid]:.3f} max {ordered_h[-1]:.3f}"
+        )
+    fit = stats["anchor_fit"]
+    lines.append(
+        f"  anchor fit of the presets' default anchors on the train boxes (IoU >= "
+        f"{fit['iou_threshold']}; anchors=auto fits below a recall of {fit['auto_fit_below']}):"
+    )
+    for name, preset in fit["presets"].items():
+        lines.append(
+            f"    {name} at {preset['input_size']} px: best possible recall "
+            f"{preset['best_possible_recall']:.3f}, mean best IoU {preset['mean_best_iou']:.3f}"
         )
     if "warnings" in stats:
         lines.append(

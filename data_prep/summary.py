@@ -34,6 +34,30 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def anchor_fit_summary(
+    boxes: Sequence[tuple], image_sizes: Sequence[tuple], image_size: int | None = None
+) -> dict:
+    """The fit of each preset's default anchors on the training boxes (data_prep.anchors), at
+    each preset's input size or at `image_size`."""
+    # numpy is imported here only: the rest of a build of plain JPEGs needs neither it nor PIL.
+    import numpy as np
+
+    from sagemaker_tfod.data_prep.anchors import AUTO_FIT_BELOW, MATCH_THRESHOLD, preset_fits
+
+    normalised = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sizes = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 2)
+    return {
+        "note": (
+            "default anchors of each preset on the train boxes at the input size: share of "
+            f"boxes with an anchor at IoU >= {MATCH_THRESHOLD} (best possible recall) and mean "
+            "best IoU; training with anchors=auto fits anchors when the recall is low"
+        ),
+        "iou_threshold": MATCH_THRESHOLD,
+        "auto_fit_below": AUTO_FIT_BELOW,
+        "presets": preset_fits(normalised, sizes, image_size),
+    }
+
+
 def dataset_summary(
     reports: dict[str, list[ImageReport]],
     classes: Sequence[str],
@@ -44,6 +68,7 @@ def dataset_summary(
 ) -> dict:
     """The content of dataset.json."""
     splits, all_w, all_h, warnings, changed = {}, [], [], [], []
+    train_boxes, train_image_sizes = [], []
     skipped = list(skipped)
     per_class: dict[str, dict[str, int]] = {name: {} for name in classes}
     total_images = total_boxes = total_negative = 0
@@ -56,6 +81,9 @@ def dataset_summary(
             images_with.update(set(report.labels))
             all_w.extend(w for w, _ in report.box_sizes)
             all_h.extend(h for _, h in report.box_sizes)
+            if split == schema.TRAIN_SPLIT:
+                train_boxes.extend(report.boxes)
+                train_image_sizes.extend([(report.height, report.width)] * len(report.boxes))
             warnings.extend({"file": report.source, "message": m} for m in report.warnings)
             if report.change:
                 changed.append({"file": report.name, "change": report.change})
@@ -91,6 +119,7 @@ def dataset_summary(
             "height": _summary(all_h),
             "area": _summary(areas),
         },
+        "anchor_fit": anchor_fit_summary(train_boxes, train_image_sizes),
         "settings": settings,
         "skipped": skipped,
         "warnings": warnings,
@@ -111,6 +140,19 @@ def log_findings(summary: dict) -> None:
                 kind,
                 schema.DATASET_JSON,
             )
+    fit = summary.get("anchor_fit") or {}
+    poor = [
+        f"{name} {preset['best_possible_recall']:.2f} at {preset['input_size']} px"
+        for name, preset in fit.get("presets", {}).items()
+        if preset["boxes"] and preset["best_possible_recall"] < fit["auto_fit_below"]
+    ]
+    if poor:
+        log.warning(
+            "default anchors fit the training boxes poorly (share of boxes with an anchor at "
+            "IoU >= %s: %s); training with anchors=auto (the default) fits anchors to them",
+            fit["iou_threshold"],
+            ", ".join(poor),
+        )
     if summary["unannotated_images"]:
         log.warning(
             "%d image(s) have no annotation and were not used (listed under "

@@ -4,6 +4,10 @@ Each image is a smooth random texture in muted colours with 0-3 non-overlapping 
 Each class has its own shape AND colour family (circle: red, square: blue, triangle:
 yellow), sizes are 15-45% of the image side, and every 10th image has no objects
 (a negative). The same seed gives the same files.
+
+With `aspect_ratio` R > 1 the shapes are stretched instead: each box is R:1 (wide) or 1:R
+(tall) at random, its long side 45-90% of the image side (ellipses, bars and stretched
+triangles), the case the default anchors (aspect ratios 0.5 to 2) do not cover.
 """
 
 from __future__ import annotations
@@ -58,12 +62,21 @@ def _texture(rng: random.Random, size: int):
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
-def _place(rng: random.Random, size: int, taken: list[SynthBox], name: str) -> SynthBox | None:
+def _place(
+    rng: random.Random, size: int, taken: list[SynthBox], name: str, aspect_ratio: float = 1.0
+) -> SynthBox | None:
     for _ in range(30):
-        side = int(rng.uniform(0.15, 0.45) * size)
-        x0 = rng.randrange(0, size - side)
-        y0 = rng.randrange(0, size - side)
-        box = SynthBox(name, x0, y0, x0 + side, y0 + side)
+        if aspect_ratio == 1.0:
+            width = height = int(rng.uniform(0.15, 0.45) * size)
+        else:
+            long_side = int(rng.uniform(0.45, 0.9) * size)
+            short_side = max(4, round(long_side / aspect_ratio))
+            width, height = (
+                (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
+            )
+        x0 = rng.randrange(0, size - width)
+        y0 = rng.randrange(0, size - height)
+        box = SynthBox(name, x0, y0, x0 + width, y0 + height)
         gap = 2
         if all(
             box.xmin >= t.xmax + gap
@@ -122,6 +135,7 @@ def write_synthetic_voc(
     image_size: int = DEFAULT_SIZE,
     seed: int = 0,
     overwrite: bool = False,
+    aspect_ratio: float = 1.0,
 ) -> dict[str, int]:
     """Write `out_dir/images/synth-NNNN.jpg` and `out_dir/annotations/synth-NNNN.xml`.
 
@@ -129,7 +143,8 @@ def write_synthetic_voc(
     complete or not at all.
 
     Returns counts: images, boxes, negative_images and boxes per class. Deterministic for
-    a given seed. `image_size` >= 32; `num_images` >= 1.
+    a given seed. `image_size` >= 32; `num_images` >= 1; `aspect_ratio` >= 1 (1: the shapes
+    set, R > 1: boxes of R:1 and 1:R).
     """
     from sagemaker_tfod.data_prep.errors import DataPrepError
 
@@ -137,13 +152,17 @@ def write_synthetic_voc(
         raise DataPrepError(f"--num-images {num_images}: use 1 or more")
     if image_size < 32:
         raise DataPrepError(f"--image-size {image_size}: use 32 or more")
+    if not aspect_ratio >= 1.0:  # also refuses nan
+        raise DataPrepError(f"--aspect-ratio {aspect_ratio}: use 1 or more (6 means 6:1 and 1:6)")
     from sagemaker_tfod.data_prep.files import atomic_directory
 
     with atomic_directory(Path(out_dir), overwrite=overwrite) as staging:
-        return _write_into(staging, num_images, image_size, seed)
+        return _write_into(staging, num_images, image_size, seed, aspect_ratio)
 
 
-def _write_into(out: Path, num_images: int, image_size: int, seed: int) -> dict[str, int]:
+def _write_into(
+    out: Path, num_images: int, image_size: int, seed: int, aspect_ratio: float
+) -> dict[str, int]:
     images_dir, xml_dir = out / "images", out / "annotations"
     images_dir.mkdir()
     xml_dir.mkdir()
@@ -160,7 +179,7 @@ def _write_into(out: Path, num_images: int, image_size: int, seed: int) -> dict[
                 rng.choice(CLASSES) for _ in range(wanted - 1)
             ]
             for name in names:
-                box = _place(rng, image_size, boxes, name)
+                box = _place(rng, image_size, boxes, name, aspect_ratio)
                 if box is not None:
                     boxes.append(box)
                     _draw(image, box, rng)

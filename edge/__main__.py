@@ -1,9 +1,10 @@
 """`tfod-edge detect|benchmark|evaluate` (or `python -m edge`): the Raspberry Pi side.
 
-detect and benchmark need only numpy, Pillow and a TFLite runtime (OpenCV for video files and
-USB cameras, picamera2 for the Pi camera module); evaluate adds pycocotools, and TensorFlow
-only for SavedModels and frozen graphs. `pip install 'sagemaker-tf-object-detection[pi]'`
-installs all but picamera2 (apt) and TensorFlow.
+detect and benchmark need only numpy, Pillow and a TFLite runtime, or onnxruntime for
+model.onnx (OpenCV for video files and USB cameras, picamera2 for the Pi camera module);
+evaluate adds pycocotools, and TensorFlow only for SavedModels and frozen graphs.
+`pip install 'sagemaker-tf-object-detection[pi]'` installs all but picamera2 (apt), onnxruntime
+(the `onnx` extra) and TensorFlow.
 """
 
 from __future__ import annotations
@@ -275,12 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the Raspberry Pi camera module",
     )
     detect.add_argument(
-        "--model", type=pathlib.Path, required=True, help=".tflite, SavedModel or .pb"
+        "--model", type=pathlib.Path, required=True, help=".tflite, .onnx, SavedModel or .pb"
     )
     detect.add_argument(
         "--labels", type=pathlib.Path, help="labels.txt (default: beside the model)"
     )
-    detect.add_argument("--threads", type=positive_int, default=4, help="CPU threads for TFLite")
+    detect.add_argument(
+        "--threads", type=positive_int, default=4, help="CPU threads for TFLite and ONNX"
+    )
     detect.add_argument(
         "--score-threshold",
         type=score_threshold,
@@ -300,8 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_max_megapixels(detect)
 
-    bench = commands.add_parser("benchmark", help="TFLite latency", formatter_class=formatter)
-    bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite file")
+    bench = commands.add_parser(
+        "benchmark", help="TFLite or ONNX latency", formatter_class=formatter
+    )
+    bench.add_argument("--model", type=pathlib.Path, required=True, help=".tflite or .onnx file")
     bench.add_argument(
         "--threads", type=positive_int, nargs="+", default=[1, 4], help="thread counts"
     )
@@ -314,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     evaluation.add_argument(
-        "--model", type=pathlib.Path, required=True, help=".tflite, SavedModel or .pb"
+        "--model", type=pathlib.Path, required=True, help=".tflite, .onnx, SavedModel or .pb"
     )
     evaluation.add_argument(
         "--data",
@@ -326,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=pathlib.Path, help="labels.txt (default: beside model)"
     )
     evaluation.add_argument(
-        "--threads", type=positive_int, default=4, help="CPU threads for TFLite"
+        "--threads", type=positive_int, default=4, help="CPU threads for TFLite and ONNX"
     )
     evaluation.add_argument("--limit", type=positive_int, help="evaluate at most N images")
     evaluation.add_argument("--plot", type=pathlib.Path, help="write a per-class AP chart (PNG)")

@@ -1,4 +1,5 @@
-"""Latency of a TFLite model: median and p90 over N runs after warm-up, per thread count."""
+"""Latency of a TFLite or ONNX model: median and p90 over N runs after warm-up, per thread
+count."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sagemaker_tfod.edge.detect import TfliteDetector
+from sagemaker_tfod.edge.detect import FixedInputDetector, OnnxDetector, TfliteDetector
 from sagemaker_tfod.edge.errors import EdgeError
+
+
+def fixed_input_detector(model: str | pathlib.Path, threads: int) -> FixedInputDetector:
+    """model.onnx runs on onnxruntime, anything else as a TFLite file."""
+    if pathlib.Path(model).suffix.lower() == ".onnx":
+        return OnnxDetector(model, threads=threads)
+    return TfliteDetector(model, threads=threads)
 
 
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
@@ -27,7 +35,7 @@ def time_model(model: str | pathlib.Path, threads: int, runs: int, warmup: int) 
     """Time `runs` inferences of `model` on one synthetic frame after `warmup` untimed ones."""
     if runs < 1 or warmup < 0:
         raise EdgeError(f"--runs {runs} / --warmup {warmup}: use runs >= 1 and warmup >= 0")
-    detector = TfliteDetector(model, threads=threads)
+    detector = fixed_input_detector(model, threads)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     tensor, _ = detector.input_tensor(frame)
@@ -46,7 +54,7 @@ def benchmark(
 ) -> dict:
     """Latency per thread count plus the file's size and input."""
     path = pathlib.Path(model)
-    detector = TfliteDetector(path)
+    detector = fixed_input_detector(path, 1)
     return {
         "model": str(path),
         "size_bytes": path.stat().st_size,

@@ -1,4 +1,5 @@
-"""Detectors over every export: TFLite (no TensorFlow), SavedModel and frozen graph (lazy TF).
+"""Detectors over every export: TFLite and ONNX (no TensorFlow), SavedModel and frozen graph
+(lazy TF).
 
 All of them take an RGB uint8 image of any size and return `Detection`s in that image's pixels,
 with the class as a 0-based index into `labels.txt`, so callers never see which export ran.
@@ -14,7 +15,7 @@ import numpy as np
 
 from sagemaker_tfod.edge.errors import EdgeError
 from sagemaker_tfod.edge.preprocess import letterbox, to_input_tensor
-from sagemaker_tfod.edge.runtime import load_interpreter
+from sagemaker_tfod.edge.runtime import load_interpreter, load_onnx_session
 
 # Output names of the stock TFLite detection convention, in its positional order.
 TFLITE_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -79,7 +80,44 @@ def dequantize(values: np.ndarray, quantization: tuple[float, int]) -> np.ndarra
     return values.astype(np.float32)
 
 
-class TfliteDetector:
+class FixedInputDetector:
+    """A file with one fixed-size image input and the four outputs of the TFLite detection
+    convention (boxes, classes, scores, count): the TFLite files and model.onnx.
+
+    Subclasses set `path`, `input` (shape, dtype, quantization) and the input size, and run.
+    """
+
+    path: pathlib.Path
+    input: dict
+    input_height: int
+    input_width: int
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.input["dtype"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input_height, self.input_width
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """One raw inference: boxes, classes, scores, count as float arrays."""
+        raise NotImplementedError
+
+    def input_tensor(self, image: np.ndarray):
+        pixels, placement = letterbox(image, self.input_height, self.input_width)
+        return to_input_tensor(pixels, self.input_dtype, self.input["quantization"]), placement
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        tensor, placement = self.input_tensor(image)
+        boxes, classes, scores, count = self.run(tensor)
+        num = round(float(count.reshape(-1)[0]))
+        pixels = placement.normalised_to_pixels(boxes[0][:num])
+        # Round, do not truncate: a dequantised 2 can be 1.9999.
+        return to_detections(pixels, np.rint(classes[0][:num]).astype(int), scores[0][:num], num)
+
+
+class TfliteDetector(FixedInputDetector):
     """A TFLite file in the stock detection convention (TFLite_Detection_PostProcess outputs)."""
 
     def __init__(self, model_path: str | pathlib.Path, threads: int = 1):
@@ -112,10 +150,6 @@ class TfliteDetector:
                 return [named[name] for name in TFLITE_OUTPUTS]
         return list(by_position)
 
-    @property
-    def input_dtype(self) -> np.dtype:
-        return np.dtype(self.input["dtype"])
-
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """One raw inference: the four outputs, dequantised."""
         self.interpreter.set_tensor(self.input["index"], tensor)
@@ -125,17 +159,40 @@ class TfliteDetector:
             for d in self.outputs
         ]
 
-    def input_tensor(self, image: np.ndarray):
-        pixels, placement = letterbox(image, self.input_height, self.input_width)
-        return to_input_tensor(pixels, self.input_dtype, self.input["quantization"]), placement
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        tensor, placement = self.input_tensor(image)
-        boxes, classes, scores, count = self.run(tensor)
-        num = round(float(count.reshape(-1)[0]))
-        pixels = placement.normalised_to_pixels(boxes[0][:num])
-        # Round, do not truncate: a dequantised 2 can be 1.9999.
-        return to_detections(pixels, np.rint(classes[0][:num]).astype(int), scores[0][:num], num)
+class OnnxDetector(FixedInputDetector):
+    """model.onnx: the TFLite files' input and outputs, run by onnxruntime (no TensorFlow)."""
+
+    def __init__(self, model_path: str | pathlib.Path, threads: int = 1):
+        self.path = pathlib.Path(model_path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: model file not found; pass the path of a .onnx file")
+        self.session = load_onnx_session(str(self.path), threads)
+        inputs = self.session.get_inputs()
+        shape = list(inputs[0].shape) if len(inputs) == 1 else []
+        if len(shape) != 4 or shape[3] != 3 or not all(isinstance(v, int) for v in shape):
+            raise EdgeError(
+                f"{self.path}: expected one image input [1, H, W, 3], got "
+                f"{[list(i.shape) for i in inputs]}; is this the model.onnx of a training job?"
+            )
+        names = [output.name for output in self.session.get_outputs()]
+        if not set(TFLITE_OUTPUTS) <= set(names):
+            raise EdgeError(
+                f"{self.path}: outputs {names}; a detection model needs {list(TFLITE_OUTPUTS)}"
+            )
+        dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}.get(inputs[0].type)
+        if dtype is None:
+            raise EdgeError(f"{self.path}: input type {inputs[0].type}; expected uint8 pixels")
+        self.input_name = inputs[0].name
+        self.output_names = TFLITE_OUTPUTS
+        # The keys of a TFLite input's details, so both kinds are used alike (raw pixels in).
+        self.input = {"shape": np.array(shape), "dtype": dtype, "quantization": (0.0, 0)}
+        self.input_height, self.input_width = int(shape[1]), int(shape[2])
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """One raw inference: boxes, classes, scores, count."""
+        outputs = self.session.run(list(self.output_names), {self.input_name: tensor})
+        return [np.asarray(value, dtype=np.float32) for value in outputs]
 
 
 def _import_tensorflow(path: str | pathlib.Path):
@@ -221,18 +278,22 @@ class FrozenGraphDetector:
 
 
 def open_detector(path: str | pathlib.Path, threads: int = 1) -> Detector:
-    """The detector for any export: .tflite, a SavedModel folder, or a frozen graph .pb."""
+    """The detector for any export: .tflite, .onnx, a SavedModel folder, or a frozen graph."""
     path = pathlib.Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return SavedModelDetector(path)
         raise EdgeError(f"{path}: a folder without saved_model.pb; pass a SavedModel folder")
     if not path.is_file():
-        raise EdgeError(f"{path}: not found; pass a .tflite file, a SavedModel folder or a .pb")
+        raise EdgeError(
+            f"{path}: not found; pass a .tflite or .onnx file, a SavedModel folder or a .pb"
+        )
     if path.name == "saved_model.pb":
         return SavedModelDetector(path.parent)
     if path.suffix == ".pb":
         return FrozenGraphDetector(path)
+    if path.suffix.lower() == ".onnx":
+        return OnnxDetector(path, threads=threads)
     return TfliteDetector(path, threads=threads)
 
 

@@ -1,6 +1,6 @@
-"""Find a TFLite interpreter: ai-edge-litert (maintained) first, then tflite-runtime.
+"""Find a TFLite interpreter (ai-edge-litert first, then tflite-runtime), or onnxruntime.
 
-Neither needs TensorFlow. The import is done when a model is opened, so `--help` works
+None needs TensorFlow. The import is done when a model is opened, so `--help` works
 on a machine where no runtime is installed yet.
 """
 
@@ -43,3 +43,29 @@ def load_interpreter(model_path: str, threads: int):
         ) from None
     interpreter.allocate_tensors()
     return interpreter
+
+
+def load_onnx_session(model_path: str, threads: int):
+    """An onnxruntime session for `model_path` on `threads` CPU threads (imported here, lazily:
+    only ONNX models need onnxruntime)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EdgeError(
+            f"{model_path}: ONNX models need onnxruntime; run `pip install onnxruntime` "
+            "(or install the project's `onnx` extra), or use the .tflite files"
+        ) from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its warnings are framework chatter here
+    try:
+        return onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # onnxruntime raises its own exception types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise EdgeError(
+            f"{model_path}: not an ONNX model onnxruntime can load ({type(error).__name__}: "
+            f"{first_line}); pass the model.onnx written by the training container"
+        ) from None

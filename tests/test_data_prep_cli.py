@@ -281,9 +281,10 @@ def test_unicode_file_and_class_names(tmp_path):
     assert labels == "chat noir é\n"
 
 
-def test_build_of_plain_jpegs_imports_neither_numpy_nor_pillow(tmp_path):
+def test_build_of_plain_jpegs_imports_no_pillow_and_numpy_only_at_the_end(tmp_path):
     """Start-up is part of what a user waits for: with google_crc32c (in the lock) and
-    JPEGs that need no change, `build` needs neither numpy nor Pillow."""
+    JPEGs that need no change, `build` needs no Pillow, and numpy only for the anchor fit in
+    dataset.json, after the shards are written."""
     pytest.importorskip("google_crc32c")
     import subprocess
 
@@ -293,9 +294,45 @@ def test_build_of_plain_jpegs_imports_neither_numpy_nor_pillow(tmp_path):
         "from data_prep.__main__ import main\n"
         f"assert main(['build', {str(tmp_path / 'voc')!r}, {str(tmp_path / 'ch')!r}]) == 0\n"
         "print(sorted(m for m in ('numpy', 'PIL', 'tensorflow') if m in sys.modules))\n"
+        "from sagemaker_tfod.data_prep import build, summary\n"
+        "print('numpy' in vars(build), 'np' in vars(summary))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    assert result.stdout.splitlines()[-2:] == ["['numpy']", "False False"]
+
+
+def test_elongated_synth_set_and_the_anchor_fit_in_dataset_json_and_stats(tmp_path, capsys):
+    counts = write_synthetic_voc(tmp_path / "bars", num_images=20, image_size=128, aspect_ratio=6)
+    from sagemaker_tfod.data_prep.annotations import read_voc_file
+
+    ratios = [
+        (box.xmax - box.xmin) / (box.ymax - box.ymin)
+        for xml in sorted((tmp_path / "bars" / "annotations").glob("*.xml"))
+        for box in read_voc_file(str(xml)).boxes
+    ]
+    assert len(ratios) == counts["boxes"] > 10
+    assert all(5.0 <= r <= 7.0 or 1 / 7.0 <= r <= 1 / 5.0 for r in ratios), ratios
+    assert any(r > 1 for r in ratios) and any(r < 1 for r in ratios)
+    with pytest.raises(Exception, match=r"--aspect-ratio 0\.5: use 1 or more"):
+        write_synthetic_voc(tmp_path / "bad", num_images=2, aspect_ratio=0.5)
+
+    summary = build_channel(tmp_path / "bars", tmp_path / "bars_channel", workers=1)
+    fit = summary["anchor_fit"]["presets"]["retinanet_mobilenetv2_fpnlite_320"]
+    assert fit["input_size"] == 320 and fit["boxes"] == summary["splits"]["train"]["boxes"]
+    assert fit["best_possible_recall"] < 0.1  # aspect ratios 0.5-2 cannot reach 6:1
+    recorded = json.loads((tmp_path / "bars_channel" / "dataset.json").read_text())
+    assert recorded["anchor_fit"] == summary["anchor_fit"]
+
+    write_synthetic_voc(tmp_path / "shapes", num_images=20, image_size=128)
+    build_channel(tmp_path / "shapes", tmp_path / "shapes_channel", workers=1)
+    assert main(["stats", str(tmp_path / "shapes_channel"), "--no-png"]) == 0
+    printed = capsys.readouterr().out
+    assert "retinanet_mobilenetv2_fpnlite_320 at 320 px: best possible recall 1.000" in printed
+    # At 128 px the smallest shapes are below the smallest default anchor (32 px).
+    assert main(["stats", str(tmp_path / "shapes_channel"), "--no-png", "--image-size", "128"]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if "fpnlite_320 at 128 px" in x)
+    assert float(line.split("recall ")[1].split(",")[0]) < 0.95

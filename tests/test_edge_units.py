@@ -144,6 +144,17 @@ def test_expand_inputs_classifies_files_folders_and_cameras(tmp_path):
         expand_inputs([str(tmp_path / "missing.jpg")])
 
 
+def _identity_onnx(path) -> None:
+    """A valid ONNX model that is not a detector (a float vector in, the same out)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id", [value], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -153,6 +164,9 @@ def test_expand_inputs_classifies_files_folders_and_cameras(tmp_path):
         (["evaluate", "--model", "m.tflite", "--data", "nowhere"], "nowhere: not found"),
         (["detect", "--model", "{pb}", "{img}"], "graph.pb: not a frozen detection graph"),
         (["detect", "--model", "{sm}", "{img}"], "saved_model: not a SavedModel"),
+        (["detect", "--model", "{onnx}", "{img}"], "model.onnx: not an ONNX model"),
+        (["benchmark", "--model", "{onnx}"], "model.onnx: not an ONNX model"),
+        (["detect", "--model", "{nodet}", "{img}"], "expected one image input [1, H, W, 3]"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
@@ -165,7 +179,16 @@ def test_cli_bad_input_is_one_line_and_non_zero(tmp_path, arguments, message):
     (tmp_path / "graph.pb").write_bytes(b"\xff\xff not a GraphDef")
     (tmp_path / "saved_model").mkdir()
     (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"not a SavedModel")
-    paths = {"img": image, "txt": text, "pb": tmp_path / "graph.pb", "sm": tmp_path / "saved_model"}
+    (tmp_path / "model.onnx").write_bytes(b"not an ONNX model")
+    _identity_onnx(tmp_path / "identity.onnx")
+    paths = {
+        "img": image,
+        "txt": text,
+        "pb": tmp_path / "graph.pb",
+        "sm": tmp_path / "saved_model",
+        "onnx": tmp_path / "model.onnx",
+        "nodet": tmp_path / "identity.onnx",
+    }
     filled = [a.format(**paths) for a in arguments]
     done = subprocess.run(
         [sys.executable, "-m", "edge", *filled],
@@ -359,3 +382,22 @@ def test_annotated_video_appears_complete_or_not_at_all(tmp_path, monkeypatch, f
     capture = cv2.VideoCapture(str(out / "clip.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     capture.release()
+
+
+def test_an_onnx_model_without_onnxruntime_says_what_to_install(tmp_path):
+    blocker = tmp_path / "blocker" / "onnxruntime"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('blocked')\n")
+    _identity_onnx(tmp_path / "model.onnx")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "benchmark", "--model", str(tmp_path / "model.onnx")],
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{tmp_path / 'blocker'}:{REPO}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "ONNX models need onnxruntime; run `pip install onnxruntime`" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -394,3 +394,173 @@ def test_detect_annotates_a_video_frame_by_frame(edge_run, eval_samples, tmp_pat
     assert sum(len(line["detections"]) for line in lines) >= 3
     annotated = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+# ---- model.onnx (container/export_onnx.py) and fitted anchors -------------------------------
+
+
+def test_model_onnx_passes_its_gate_and_agrees_with_the_float_tflite(
+    edge_run, export_json, eval_samples
+):
+    import onnx
+    from PIL import Image
+
+    from sagemaker_tfod.edge.detect import TFLITE_OUTPUTS, OnnxDetector, TfliteDetector
+
+    decision = export_json["onnx"]
+    assert decision["shipped"], decision["reason"]
+    model_dir = edge_run.model_dir
+    entry = export_json["files"]["model.onnx"]
+    assert entry["size_bytes"] == (model_dir / "model.onnx").stat().st_size
+    assert entry["input"] == {"name": "images", "shape": [1, 128, 128, 3], "dtype": "uint8"}
+    assert entry["outputs"] == list(TFLITE_OUTPUTS)
+    float_ap50 = export_json["files"]["model.tflite"]["eval"]["AP50"]
+    assert float_ap50 >= MIN_FLOAT_AP50
+    assert abs(entry["eval"]["AP50"] - float_ap50) <= 0.01 * float_ap50
+    assert decision["agreement"]["images"] == len(eval_samples)
+    assert decision["agreement"]["problems"] == []
+
+    # Standard ONNX only: no custom domain a runtime would have to provide.
+    graph = onnx.load(str(model_dir / "model.onnx")).graph
+    assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
+    assert "NonMaxSuppression" in {node.op_type for node in graph.node}
+
+    # The same check as the gate's, done here independently, on the eval images and on them
+    # stretched to another size (letterboxed with padding).
+    tflite = TfliteDetector(model_dir / "model.tflite")
+    onnx_model = OnnxDetector(model_dir / "model.onnx")
+    images = [s.image for s in eval_samples] + [
+        np.asarray(Image.fromarray(s.image).resize((176, 120))) for s in eval_samples[::2]
+    ]
+    compared = 0
+    for image in images:
+        tensor, _ = tflite.input_tensor(image)
+        boxes, classes, scores, count = tflite.run(tensor)
+        got_boxes, got_classes, got_scores, got_count = onnx_model.run(tensor)
+        num = int(count[0])
+        assert int(got_count[0]) == num
+        order, got_order = np.argsort(-scores[0][:num]), np.argsort(-got_scores[0][:num])
+        np.testing.assert_array_equal(got_classes[0][:num][got_order], classes[0][:num][order])
+        np.testing.assert_allclose(
+            got_boxes[0][:num][got_order] * 128, boxes[0][:num][order] * 128, atol=1.0
+        )
+        compared += num
+    assert compared >= len(images)
+
+
+def test_edge_detect_benchmark_and_evaluate_run_model_onnx_without_tensorflow(
+    edge_run, eval_samples, tmp_path
+):
+    from PIL import Image
+
+    model = edge_run.model_dir / "model.onnx"
+    env = _without_tensorflow(tmp_path)
+    for package in ("onnx", "tf2onnx"):  # the training side's converters: not needed to run
+        (tmp_path / "blocker" / package).mkdir()
+        (tmp_path / "blocker" / package / "__init__.py").write_text("raise ImportError\n")
+    sample = next(s for s in eval_samples if len(s.label_indices) == 1)
+    image_path = tmp_path / "one_object.png"
+    Image.fromarray(sample.image).save(image_path)
+    detect = run_edge(
+        *("detect", "--model", str(model), "--threads", "2", "--score-threshold", "0.3"),
+        *("--output", str(tmp_path / "out"), "--json", str(tmp_path / "d.json"), str(image_path)),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert detect.returncode == 0, detect.stderr
+    [record] = json.loads((tmp_path / "d.json").read_text())
+    top = record["detections"][0]
+    assert top["label_index"] == sample.label_indices[0]
+    assert _iou(top["box"], sample.boxes[0].tolist()) >= 0.5
+    assert (tmp_path / "out" / "one_object.png").is_file()
+
+    bench = run_edge(
+        *("benchmark", "--model", str(model), "--threads", "1", "--runs", "3", "--warmup", "1"),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert bench.returncode == 0, bench.stderr
+    result = json.loads(bench.stdout)
+    assert result["input_shape"] == [1, 128, 128, 3] and result["results"][0]["median_ms"] > 0
+
+    # evaluate needs pycocotools, which _without_tensorflow blocks too: TensorFlow alone here.
+    (tmp_path / "blocker" / "pycocotools" / "__init__.py").unlink()
+    (tmp_path / "blocker" / "pycocotools").rmdir()
+    done = run_edge(
+        *("evaluate", "--model", str(model), "--data", str(edge_run.channel_dir)),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    files = json.loads((edge_run.model_dir / "export.json").read_text())["files"]
+    assert json.loads(done.stdout)["AP50"] == pytest.approx(
+        files["model.onnx"]["eval"]["AP50"], abs=1e-4
+    )
+
+
+def _postprocess_anchor_table(path: pathlib.Path) -> np.ndarray:
+    """The anchor table the TFLite post-processing op reads (input 2), from the file itself."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    [op] = [
+        op
+        for op in graph.operators
+        if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"
+    ]
+    tensor = graph.tensors[op.inputs[2]]
+    return np.frombuffer(bytes(model.buffers[tensor.buffer].data), np.float32).reshape(-1, 4)
+
+
+def test_fitted_anchors_reach_pipeline_yaml_and_every_export(edge_run, eval_samples):
+    """At 128 px the smallest synthetic shapes are below the preset's smallest anchor, so
+    anchors=auto (the default) fits anchors: the exports must all use them, and find the
+    objects."""
+    import onnx
+    import yaml
+    from official.core import exp_factory
+    from official.modeling import hyperparams
+    from onnx import numpy_helper
+
+    from sagemaker_tfod.container import export_tflite
+    from sagemaker_tfod.edge.detect import open_detector
+
+    decision = edge_run.metrics["anchors"]
+    assert decision["fitted"], decision["reason"]
+    assert (
+        decision["candidate_fit"]["best_possible_recall"]
+        > (decision["default_fit"]["best_possible_recall"])
+    )
+    resolved = yaml.safe_load((edge_run.model_dir / "pipeline.yaml").read_text())
+    anchor = resolved["task"]["model"]["anchor"]
+    assert anchor == decision["anchors"]
+    assert (anchor["aspect_ratios"], anchor["anchor_size"]) != ([0.5, 1.0, 2.0], 4.0)
+    assert "fitted (aspect ratios" in edge_run.log and "preset's (aspect ratios" in edge_run.log
+
+    params = hyperparams.override_params_dict(
+        exp_factory.get_exp_config("retinanet_resnetfpn_coco"),
+        str(edge_run.model_dir / "pipeline.yaml"),
+        is_strict=False,
+    )
+    expected = export_tflite.normalised_center_anchors(params, 128, 128)
+    np.testing.assert_allclose(
+        _postprocess_anchor_table(edge_run.model_dir / "model.tflite"), expected, atol=1e-6
+    )
+    initializers = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(str(edge_run.model_dir / "model.onnx")).graph.initializer
+    }
+    np.testing.assert_allclose(initializers["pp/anchor_h"][:, 0], expected[:, 2], atol=1e-6)
+    np.testing.assert_allclose(initializers["pp/anchor_w"][:, 0], expected[:, 3], atol=1e-6)
+
+    # The TFLite boxes land on the objects: nearly every true box has a detection of its class
+    # at IoU >= 0.5 among the confident ones.
+    detector = open_detector(edge_run.model_dir / "model.tflite")
+    found = total = 0
+    for sample in eval_samples:
+        detections = [d for d in detector.detect(sample.image) if d.score >= 0.3]
+        for box, label in zip(sample.boxes.tolist(), sample.label_indices, strict=True):
+            total += 1
+            found += any(d.label_index == label and _iou(d.box, box) >= 0.5 for d in detections)
+    assert total >= 10 and found >= 0.9 * total, (found, total)
