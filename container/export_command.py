@@ -85,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.calibration_samples,
         help="training images that calibrate full-integer TFLite (default: %(default)s)",
     )
+    parser.add_argument(
+        "--quantized-ap50-floor",
+        type=float,
+        default=defaults.quantized_ap50_floor,
+        help="ship the quantised TFLite only if its AP50 is at least this fraction of the "
+        "float TFLite's (default: %(default)s)",
+    )
 
 
 def _checkpoint_prefix(path: pathlib.Path) -> str:
@@ -140,6 +147,8 @@ def export_from_checkpoint(args: argparse.Namespace) -> dict:
 
     if args.calibration_samples < 1:
         raise UserError("--calibration-samples must be at least 1")
+    if not 0 <= args.quantized_ap50_floor <= 1:
+        raise UserError("--quantized-ap50-floor must be between 0 and 1, e.g. 0.97")
     model_dir = args.model_dir
     pipeline = args.pipeline or model_dir / PIPELINE_YAML
     params = _read_experiment(pipeline)
@@ -163,6 +172,7 @@ def export_from_checkpoint(args: argparse.Namespace) -> dict:
         inference_type=args.inference_type,
         calibration_samples=args.calibration_samples,
         export_onnx=not args.no_onnx,
+        quantized_ap50_floor=args.quantized_ap50_floor,
     )
     logger.info("exporting %s to %s", prefix, model_dir)
     return export_sequence.export_model(

@@ -133,9 +133,11 @@ def _named_per_class(scores: dict[str, Any], label_map: dict[int, str]) -> dict[
     return named
 
 
-def quantization_verdict(float_ap50: float, quantized_ap50: float) -> tuple[bool, str]:
+def quantization_verdict(
+    float_ap50: float, quantized_ap50: float, ratio_floor: float = AP50_RATIO_FLOOR
+) -> tuple[bool, str]:
     """Whether a quantised model may ship, and the reason in words."""
-    floor = AP50_RATIO_FLOOR * float_ap50
+    floor = ratio_floor * float_ap50
     if float_ap50 <= 0.0:
         return True, "the float model's AP50 is 0, so the gate cannot tell; shipped unverified"
     ratio = quantized_ap50 / float_ap50
@@ -143,7 +145,7 @@ def quantization_verdict(float_ap50: float, quantized_ap50: float) -> tuple[bool
         return True, f"AP50 {quantized_ap50:.4f} is {ratio:.1%} of float's {float_ap50:.4f}"
     return False, (
         f"AP50 {quantized_ap50:.4f} is {ratio:.1%} of float's {float_ap50:.4f}, "
-        f"below the {AP50_RATIO_FLOOR:.0%} floor"
+        f"below the {ratio_floor:.0%} floor"
     )
 
 
@@ -165,6 +167,7 @@ class EdgeExporter:
         eval_shards: list[str],
         label_map: dict[int, str],
         onnx: bool = True,
+        ap50_ratio_floor: float = AP50_RATIO_FLOOR,
         commit: Commit = contextlib.nullcontext,
     ) -> None:
         self.params = params
@@ -177,6 +180,7 @@ class EdgeExporter:
         self.eval_shards = eval_shards
         self.label_map = label_map
         self.onnx = onnx
+        self.ap50_ratio_floor = ap50_ratio_floor
         self.onnx_decision: dict[str, Any] = {"requested": False}
         self.commit = commit  # held while a file is put in place (a stop's watchdog waits)
         self.started = time.monotonic()
@@ -274,7 +278,7 @@ class EdgeExporter:
         self._convert_and_score("float", path, listed_as=FLOAT_TFLITE)
 
     def quantized_tflite(self) -> None:
-        """The quantised file, shipped only if it keeps AP50_RATIO_FLOOR of the float AP50."""
+        """The quantised file, shipped only if it keeps ap50_ratio_floor of the float AP50."""
         float_ap50 = self.files[FLOAT_TFLITE]["eval"]["AP50"]
         file_name, recipes = QUANTIZED_FILES[self.inference_type]
         images: list[np.ndarray] = []
@@ -288,7 +292,9 @@ class EdgeExporter:
             trial = self.model_dir / f".trial-{recipe_name}.tflite"
             try:
                 entry = self._convert_and_score(recipe_name, trial, lambda: iter(images))
-                accepted, reason = quantization_verdict(float_ap50, entry["eval"]["AP50"])
+                accepted, reason = quantization_verdict(
+                    float_ap50, entry["eval"]["AP50"], self.ap50_ratio_floor
+                )
                 attempts.append(
                     {"recipe": recipe_name, "AP50": entry["eval"]["AP50"], "shipped": accepted}
                     | {"reason": reason}
@@ -305,7 +311,7 @@ class EdgeExporter:
         self.quantization["attempts"] = attempts
         if self.shipped == FLOAT_TFLITE:
             self.quantization["note"] = (
-                f"no quantised model kept {AP50_RATIO_FLOOR:.0%} of the float AP50; "
+                f"no quantised model kept {self.ap50_ratio_floor:.0%} of the float AP50; "
                 f"{file_name} was not written, use {FLOAT_TFLITE}"
             )
             log.warning("%s", self.quantization["note"])
@@ -340,7 +346,7 @@ class EdgeExporter:
                 "the input and padded with the mean pixel (edge.preprocess.letterbox)"
             ),
             "eval_data": self._evaluator.data if self._evaluator else None,
-            "ap50_ratio_floor": AP50_RATIO_FLOOR,
+            "ap50_ratio_floor": self.ap50_ratio_floor,
             "quantization": quantization,
             "onnx": self.onnx_decision,
             "files": dict(self.files),
@@ -375,6 +381,7 @@ def export_edge_models(
     eval_shards: list[str],
     label_map: dict[int, str],
     onnx: bool = True,
+    ap50_ratio_floor: float = AP50_RATIO_FLOOR,
 ) -> dict:
     """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json.
     (Every step, no deadline: `export_sequence` runs them one by one under a stop.)"""
@@ -389,6 +396,7 @@ def export_edge_models(
         eval_shards=eval_shards,
         label_map=label_map,
         onnx=onnx,
+        ap50_ratio_floor=ap50_ratio_floor,
     )
     exporter.score_saved_model()
     for _name, step, _needs in exporter.steps():

@@ -65,11 +65,17 @@ class ExportSettings:
     inference_type: str = "FLOAT"
     calibration_samples: int = 100
     export_onnx: bool = True
+    quantized_ap50_floor: float = 0.97
 
     @classmethod
     def from_hyperparameters(cls, hp) -> ExportSettings:
         return cls(
-            hp.export_edge, hp.quantize, hp.inference_type, hp.calibration_samples, hp.export_onnx
+            hp.export_edge,
+            hp.quantize,
+            hp.inference_type,
+            hp.calibration_samples,
+            hp.export_onnx,
+            hp.quantized_ap50_floor,
         )
 
     def flags(self) -> list[str]:
@@ -79,14 +85,16 @@ class ExportSettings:
         flags = [] if self.export_onnx else ["--no-onnx"]
         if not self.quantize:
             return flags
-        return [
-            *flags,
+        flags += [
             "--quantize",
             "--inference-type",
             self.inference_type,
             "--calibration-samples",
             str(self.calibration_samples),
         ]
+        if self.quantized_ap50_floor != ExportSettings.quantized_ap50_floor:
+            flags += ["--quantized-ap50-floor", str(self.quantized_ap50_floor)]
+        return flags
 
 
 @dataclass
@@ -282,6 +290,7 @@ def export_model(
             eval_shards=channel.eval_shards,
             label_map=channel.label_map,
             onnx=settings.export_onnx,
+            ap50_ratio_floor=settings.quantized_ap50_floor,
             commit=commit,
         )
     saved_model = model_dir / SAVED_MODEL

@@ -81,6 +81,11 @@ class Hyperparameters:
         "QUANTIZED_UINT8 or INT8 (model_int8.tflite, full integer)",
     )
     calibration_samples: int = _hp(100, "images used to calibrate full-integer TFLite")
+    quantized_ap50_floor: float = _hp(
+        0.97,
+        "the quantised TFLite ships only if its eval AP50 is at least this fraction of the "
+        "float TFLite's (0 ships it unchecked)",
+    )
     log_level: str = _hp(
         "info",
         "info (configuration, progress, metrics, results, warnings) or debug (adds TensorFlow's "
@@ -286,6 +291,10 @@ def _validate(hp: Hyperparameters) -> None:
     require(0 <= hp.score_threshold < 1, f"score_threshold={hp.score_threshold} must be in [0, 1)")
     require(hp.max_detections >= 1, "max_detections must be at least 1")
     require(hp.calibration_samples >= 1, "calibration_samples must be at least 1")
+    require(
+        0 <= hp.quantized_ap50_floor <= 1,
+        f"quantized_ap50_floor={hp.quantized_ap50_floor} must be between 0 and 1",
+    )
     require(
         hp.init_checkpoint_modules in INIT_CHECKPOINT_MODULES,
         f"init_checkpoint_modules={hp.init_checkpoint_modules!r} must be one of "

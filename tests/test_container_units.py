@@ -83,6 +83,7 @@ def test_unknown_hyperparameter_lists_the_known_ones():
         ("init_checkpoint_modules", "backbone,decoder,head", "use all, or backbone,decoder"),
         ("init_checkpoint_modules", "everything", "one of backbone, backbone,decoder, all, none"),
         ("scale_min", "2", "scale_min <= scale_max"),
+        ("quantized_ap50_floor", "1.2", "quantized_ap50_floor=1.2 must be between 0 and 1"),
     ],
 )
 def test_bad_values_name_the_hyperparameter(key, value, expected):

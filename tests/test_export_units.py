@@ -20,6 +20,12 @@ def test_quantised_model_ships_only_at_97_percent_of_float_ap50(float_ap50, quan
         assert "below the 97% floor" in reason
 
 
+def test_gate_floor_is_the_users_choice():
+    assert export_edge.quantization_verdict(0.80, 0.60, ratio_floor=0.5)[0] is True
+    accepted, reason = export_edge.quantization_verdict(0.80, 0.30, ratio_floor=0.5)
+    assert accepted is False and "below the 50% floor" in reason
+
+
 def test_gate_says_when_it_cannot_judge():
     accepted, reason = export_edge.quantization_verdict(0.0, 0.0)
     assert accepted and "cannot tell" in reason

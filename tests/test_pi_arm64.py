@@ -35,7 +35,10 @@ from tests.conftest import REPO, TINY_PIPELINE_YAML, build_wheel, make_base_dir,
 pytestmark = [pytest.mark.slow, pytest.mark.arm64, pytest.mark.timeout(3600)]
 
 # A tiny model (the tests' narrowed MobileNetV2 at 64 px), trained long enough to find the
-# synthetic shapes and to keep its int8 file (the one a Pi runs) through the 97% AP50 gate.
+# synthetic shapes. These tests compare arm64 with x86 on the int8 file (the one a Pi runs),
+# not quantisation quality (tests/test_export_edge.py holds that to the 97% gate): the tiny
+# model's int8 file lands within a few points of that gate (96.4% on one CI run), so the floor
+# is relaxed here to make sure the file exists. No ONNX: the Pi runs TFLite.
 PI_HYPERPARAMETERS = {
     "image_size": "64",
     "batch_size": "8",
@@ -47,6 +50,8 @@ PI_HYPERPARAMETERS = {
     "quantize": "true",
     "inference_type": "QUANTIZED_UINT8",
     "calibration_samples": "16",
+    "quantized_ap50_floor": "0.5",
+    "export_onnx": "false",
 }
 BOX_TOLERANCE_PX = 1.0
 SCORE_TOLERANCE = 0.01

@@ -79,6 +79,8 @@ def test_export_settings_give_the_matching_export_flags():
     assert ExportSettings().flags() == []
     flags = ExportSettings(quantize=True, inference_type="INT8", calibration_samples=32).flags()
     assert flags == ["--quantize", "--inference-type", "INT8", "--calibration-samples", "32"]
+    relaxed = ExportSettings(quantize=True, quantized_ap50_floor=0.5).flags()
+    assert relaxed[-2:] == ["--quantized-ap50-floor", "0.5"]
 
 
 _STUCK_IN_C = """
