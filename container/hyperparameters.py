@@ -67,6 +67,12 @@ class Hyperparameters:
         "QUANTIZED_UINT8 or INT8 (model_int8.tflite, full integer)",
     )
     calibration_samples: int = _hp(100, "images used to calibrate full-integer TFLite")
+    cluster_timeout_seconds: int = _hp(
+        600, "multi-instance: how long each instance waits for the others to resolve and join"
+    )
+    peer_timeout_seconds: int = _hp(
+        60, "multi-instance: an instance silent this long is taken as failed; the job stops"
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -207,6 +213,8 @@ def _validate(hp: Hyperparameters) -> None:
     require(0 <= hp.score_threshold < 1, f"score_threshold={hp.score_threshold} must be in [0, 1)")
     require(hp.max_detections >= 1, "max_detections must be at least 1")
     require(hp.calibration_samples >= 1, "calibration_samples must be at least 1")
+    for name in ("cluster_timeout_seconds", "peer_timeout_seconds"):
+        require(getattr(hp, name) >= 1, f"{name}={getattr(hp, name)} must be at least 1")
     require(
         hp.init_checkpoint_modules in INIT_CHECKPOINT_MODULES,
         f"init_checkpoint_modules={hp.init_checkpoint_modules!r} must be one of "

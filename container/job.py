@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from sagemaker_tfod.container import channel as channel_lib
-from sagemaker_tfod.container import evaluation, export, training
+from sagemaker_tfod.container import distribution, evaluation, export, training
 from sagemaker_tfod.container.errors import UserError
 from sagemaker_tfod.container.hyperparameters import Hyperparameters, parse_hyperparameters
 from sagemaker_tfod.container.pipeline_config import (
@@ -104,8 +104,13 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
     hp = resolve_hyperparameters(env, channel)
     preset = get_preset(hp.model)
     logger.info("hyperparameters: %s", hp)
+    # Before any other TensorFlow operation: MultiWorkerMirroredStrategy requires it.
+    dist = distribution.start(env, hp.cluster_timeout_seconds, hp.peer_timeout_seconds)
 
     check_not_stopped(stop_flag)
+    sharding = distribution.input_sharding_warning(len(channel.train_shards), dist.plan.num_workers)
+    if sharding:
+        logger.warning("%s", sharding)
     train_summary = channel_lib.scan_split(channel.train_shards)
     check_not_stopped(stop_flag)
     channel_lib.check_labels(train_summary, "train", channel.label_map, str(channel.directory))
@@ -159,18 +164,26 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
         override_yaml=channel.pipeline_yaml,
         use_gpu=use_gpu,
     )
+    dist.adapt_experiment(params, num_eval)
     check_not_stopped(stop_flag)
-    save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
-    export.write_label_files(channel.label_map, env.model_dir)
+    if dist.is_chief:  # one writer: the other workers keep their files in scratch/
+        save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
+        export.write_label_files(channel.label_map, env.model_dir)
+    dist.prepare_worker_dirs(env)
 
-    with training.orbit_prints_dropped():
+    with dist.peer_failures_named(), training.orbit_prints_dropped():
         result = training.run_training(
             params,
-            env.checkpoints_dir,
-            env.tensorboard_dir,
+            dist.checkpoint_dir(env),
+            dist.tensorboard_dir(env),
             evaluate=evaluate,
-            stop_flag=stop_flag,
+            stop_flag=dist.agreed_stop_flag(stop_flag),
+            emit=dist.emit_metric,
+            strategy=dist.strategy,
         )
+    if not dist.is_chief:  # evaluation and exports run once, on the chief
+        dist.finish()
+        return dist.worker_report(result.global_step)
     saved_model = export.export_saved_model(params, result.checkpoint_path, env.model_dir)
     report = write_report(params, result, channel, saved_model, env.model_dir, evaluate)
 
@@ -180,6 +193,7 @@ def _run_train_job(env: SageMakerEnv, stop_flag: training.StopFlag) -> dict[str,
     report["seconds"] = round(time.monotonic() - started, 1)
     evaluation.write_metrics_json(env.model_dir / METRICS_JSON, report)
     logger.info("model written to %s", env.model_dir)
+    dist.finish()
     return report
 
 
