@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -258,7 +259,7 @@ def input_sharding_warning(num_train_shards: int, num_workers: int) -> str | Non
         return None
     return (
         f"the channel has {num_train_shards} train shard(s) for {num_workers} workers: every "
-        f"worker reads all of them and keeps every {num_workers}th example (each reads "
+        f"worker reads all of them and keeps one example in {num_workers} (each reads "
         f"{num_workers}x the data it trains on); rebuild the channel with "
         f"`python -m data_prep build --shards {num_workers}` (or a multiple of {num_workers}) "
         "so that each worker reads files of its own"
@@ -413,11 +414,11 @@ class Distribution:
     def local_replicas(self) -> int:
         return self.num_replicas // self.plan.num_workers
 
-    def checkpoint_dir(self, env: SageMakerEnv) -> Any:
+    def checkpoint_dir(self, env: SageMakerEnv) -> pathlib.Path:
         """Where this worker's checkpoints go: the synced folder on the chief only."""
         return env.checkpoints_dir if self.is_chief else env.scratch_dir / "checkpoints"
 
-    def tensorboard_dir(self, env: SageMakerEnv) -> Any:
+    def tensorboard_dir(self, env: SageMakerEnv) -> pathlib.Path:
         return env.tensorboard_dir if self.is_chief else env.scratch_dir / "tensorboard"
 
     def prepare_worker_dirs(self, env: SageMakerEnv) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -164,3 +165,61 @@ def test_tensorflow_task_names_become_host_names():
     text = distribution.describe_peer_failure(RuntimeError(message), plan, 60)
     assert text.startswith("worker algo-1: algo-3 stopped responding (no heartbeat for 60 s)")
     assert "\n" not in text
+
+
+# ---- launch: the multi-instance request and local trees -------------------------------------
+
+
+def test_train_refuses_a_batch_that_does_not_split_over_the_instances():
+    from sagemaker_tfod.launch.errors import LaunchError
+    from sagemaker_tfod.launch.training_job import TrainingJobSpec, validate_spec
+
+    spec = TrainingJobSpec(
+        job_name="j",
+        image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1",
+        role_arn="arn:aws:iam::123456789012:role/r",
+        training_s3_uri="s3://my-bucket/c",
+        output_s3_uri="s3://my-bucket/o",
+        checkpoint_s3_uri="s3://my-bucket/k",
+        instance_type="ml.g4dn.12xlarge",
+        instance_count=2,
+        hyperparameters={"batch_size": 9},
+    )
+    with pytest.raises(LaunchError, match=r"batch_size=9 is the global batch .* 2 instances"):
+        validate_spec(spec)
+    validate_spec(dataclasses.replace(spec, hyperparameters={"batch_size": "16"}))
+    validate_spec(dataclasses.replace(spec, instance_count=1))
+
+
+def test_local_cluster_gives_every_host_its_own_tree_naming_all_hosts(tmp_path):
+    from sagemaker_tfod.launch import local
+
+    channel = tmp_path / "channel"
+    channel.mkdir()
+    trees = local.plan_local_cluster({"num_steps": "5"}, channel, instance_count=2)
+    assert list(trees) == ["algo-1", "algo-2"]
+    for host, tree in trees.items():
+        config = json.loads(tree.files["input/config/resourceconfig.json"])
+        assert config["current_host"] == host and config["hosts"] == ["algo-1", "algo-2"]
+        assert ResourceConfig.from_json(config, "x").current_host == host
+    assert local.host_base_dir(tmp_path, "algo-2", 2) == tmp_path / "algo-2"
+    assert local.host_base_dir(tmp_path, "algo-1", 1) == tmp_path  # one host: as before
+    ports = local.free_ports(2)
+    assert len(set(ports)) == 2
+    mapping = parse_local_addresses(local.local_addresses(dict(zip(trees, ports, strict=True))))
+    assert mapping == {"algo-1": f"127.0.0.1:{ports[0]}", "algo-2": f"127.0.0.1:{ports[1]}"}
+
+
+def test_local_cluster_copies_the_chiefs_checkpoints_to_every_host(tmp_path):
+    from sagemaker_tfod.launch import local
+
+    base_dirs = {host: tmp_path / host for host in ("algo-1", "algo-2")}
+    chief = base_dirs["algo-1"] / "checkpoints"
+    chief.mkdir(parents=True)
+    (chief / "ckpt-3.index").write_text("chief")
+    stale = base_dirs["algo-2"] / "checkpoints"
+    stale.mkdir(parents=True)
+    (stale / "ckpt-1.index").write_text("old")
+    local.copy_chief_checkpoints(base_dirs)
+    assert sorted(p.name for p in stale.iterdir()) == ["ckpt-3.index"]
+    assert (chief / "ckpt-3.index").read_text() == "chief"  # the source is untouched
