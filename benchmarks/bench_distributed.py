@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from sagemaker_tfod.container.distribution import CPU_DEVICES_ENV
+    from sagemaker_tfod.container.sagemaker_env import CPU_DEVICES_ENV
     from sagemaker_tfod.data_prep.build import build_channel
     from sagemaker_tfod.data_prep.synth import write_synthetic_voc
     from sagemaker_tfod.launch import local

@@ -53,13 +53,17 @@ from typing import Any
 import tensorflow as tf
 
 from sagemaker_tfod.container.errors import UserError
-from sagemaker_tfod.container.sagemaker_env import ConfigFileError, ResourceConfig, SageMakerEnv
+from sagemaker_tfod.container.sagemaker_env import (
+    CPU_DEVICES_ENV,
+    LOCAL_ADDRESSES_ENV,
+    ConfigFileError,
+    ResourceConfig,
+    SageMakerEnv,
+)
 
 logger = logging.getLogger(__name__)
 
 WORKER_PORT = 2222
-LOCAL_ADDRESSES_ENV = "TFOD_LOCAL_HOST_ADDRESSES"
-CPU_DEVICES_ENV = "TFOD_CPU_DEVICES"
 TF_CONFIG_ENV = "TF_CONFIG"
 # Seconds between two attempts to resolve a peer's name.
 RESOLVE_RETRY_SECONDS = 2.0
@@ -450,6 +454,11 @@ class Distribution:
         share; with several replicas, size Model Garden's evaluation batches to them (and, across
         workers, let every worker evaluate the whole eval split). One replica: unchanged."""
         check_batch_size(params.task.train_data.global_batch_size, self.plan, self.num_replicas)
+        if self.multi_worker:
+            # Model Garden's own preemption handler (TensorFlow's PreemptionCheckpointHandler)
+            # would take SIGTERM over, save a checkpoint and keep training until SageMaker's
+            # kill: the container's agreed stop saves *and* exports instead.
+            params.trainer.preemption_on_demand_checkpoint = False
         if self.num_replicas == 1 or not num_eval:
             return
         batching = eval_batching(num_eval, self.local_replicas, self.plan.num_workers)

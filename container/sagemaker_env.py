@@ -27,6 +27,11 @@ from typing import Any
 
 DEFAULT_BASE_DIR = "/opt/ml"
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+# Local-only (never set on SageMaker), read by container.distribution: host name ->
+# loopback address:port for the workers of `launch local --instance-count N`, and a number of
+# logical CPU devices to train on when there is no GPU (tests, benchmarks).
+LOCAL_ADDRESSES_ENV = "TFOD_LOCAL_HOST_ADDRESSES"
+CPU_DEVICES_ENV = "TFOD_CPU_DEVICES"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_CHANNEL = "checkpoint"
 

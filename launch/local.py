@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sagemaker_tfod.container.distribution import LOCAL_ADDRESSES_ENV
 from sagemaker_tfod.container.sagemaker_env import (
     BASE_DIR_ENV,
     CHECKPOINT_CHANNEL,
+    LOCAL_ADDRESSES_ENV,
     TRAINING_CHANNEL,
     SageMakerEnv,
 )

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_HYPERPARAMETERS, TINY_PIPELINE_YAML, make_base_dir
 
-from sagemaker_tfod.container.distribution import CPU_DEVICES_ENV, SHUTDOWN_GRACE_SECONDS
+from sagemaker_tfod.container.distribution import SHUTDOWN_GRACE_SECONDS
+from sagemaker_tfod.container.sagemaker_env import CPU_DEVICES_ENV
 from sagemaker_tfod.launch import local
 
 pytestmark = pytest.mark.slow
@@ -160,50 +161,80 @@ def test_a_batch_the_devices_cannot_share_fails_before_training(sharded_channel,
     assert not list((base / "checkpoints").glob("ckpt-*"))
 
 
+def container_pid(base_dir: Path) -> int:
+    """The container process whose SAGEMAKER_BASE_DIR is `base_dir` (Linux /proc)."""
+    wanted = f"SAGEMAKER_BASE_DIR={base_dir.resolve()}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no container process for {base_dir}")
+
+
 @pytest.fixture(scope="module")
 def two_workers(sharded_channel, mirrored_runs, tmp_path_factory):
     """`launch local --instance-count 2` from the chief's step-3 checkpoints (as a restarted
-    spot job finds them in S3) to step 6."""
+    spot job finds them in S3); once they train, SIGTERM reaches algo-2 only (SageMaker's stop
+    reaches the instances at different moments): both must stop after the same loop."""
     root = tmp_path_factory.mktemp("two_workers")
     channel = root / "channel"
     shutil.copytree(sharded_channel, channel)
     (channel / "pipeline.yaml").write_text(TINY_PIPELINE_YAML)
     base = root / "opt_ml"
     shutil.copytree(mirrored_runs[2], base / "algo-1" / "checkpoints")
-    hyperparameters = [f"--hp={key}={value}" for key, value in TINY_HYPERPARAMETERS.items()]
+    hyperparameters = {**TINY_HYPERPARAMETERS, "num_steps": "100000"}
     (root / "none.toml").touch()
-    completed = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "launch", "local", str(channel), "--base-dir", str(base),
-         "--instance-count", "2", "--config", str(root / "none.toml"), *hyperparameters],
+         "--instance-count", "2", "--config", str(root / "none.toml"),
+         *(f"--hp={key}={value}" for key, value in hyperparameters.items())],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=1500,
-        check=False,
     )  # fmt: skip
-    return base, completed
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("[algo-2]") and "progress: step 6/" in line:
+                os.kill(container_pid(base / "algo-2"), signal.SIGTERM)
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return base, process.returncode, "".join(lines)
 
 
 @pytest.fixture(scope="module")
 def two_worker_logs(two_workers):
-    base, completed = two_workers
-    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    base, returncode, output = two_workers
+    assert returncode == 0, output[-4000:]
     logs = {"algo-1": [], "algo-2": []}
-    for line in completed.stdout.splitlines():
+    for line in output.splitlines():
         host, _, rest = line.partition("] ")
         if host.lstrip("[") in logs:
             logs[host.lstrip("[")].append(rest)
     return base, {host: "\n".join(lines) for host, lines in logs.items()}
 
 
+def stop_step(log: str) -> int:
+    return int(re.search(r"stopping at step (\d+) on request", log).group(1))
+
+
 def test_two_workers_train_one_model_resumed_from_the_chiefs_checkpoints(two_worker_logs):
     base, logs = two_worker_logs
     for host, log in logs.items():
         assert f"this is {host} (worker {int(host[-1]) - 1}" in log
-        assert "resuming from step 3 of 6" in log, host  # both from the chief's checkpoint
-        assert "progress: step 6/6" in log, host
-    chief = model_weights(base / "algo-1" / "checkpoints" / "ckpt-6")
-    worker = model_weights(base / "algo-2" / "scratch" / "checkpoints" / "ckpt-6")
+        assert "resuming from step 3 of 100000" in log, host  # both from the chief's checkpoint
+    step = stop_step(logs["algo-1"])
+    assert step == stop_step(logs["algo-2"]) >= 6  # the same final step on both
+    assert "SIGTERM received" in logs["algo-2"] and "SIGTERM received" not in logs["algo-1"]
+    chief = model_weights(base / "algo-1" / "checkpoints" / f"ckpt-{step}")
+    worker = model_weights(base / "algo-2" / "scratch" / "checkpoints" / f"ckpt-{step}")
     assert chief.keys() == worker.keys()
     for name in chief:  # the all-reduce ran: the workers' different batches gave one model
         assert np.array_equal(chief[name], worker[name]), name
@@ -214,9 +245,11 @@ def test_two_workers_train_one_model_resumed_from_the_chiefs_checkpoints(two_wor
 def test_only_the_chief_writes_and_evaluates_once(two_worker_logs):
     base, logs = two_worker_logs
     chief, worker = base / "algo-1", base / "algo-2"
+    step = stop_step(logs["algo-1"])
     assert (chief / "model" / "saved_model" / "saved_model.pb").is_file()
-    assert json.loads((chief / "model" / "metrics.json").read_text())["step"] == 6
-    assert {p.name for p in (chief / "checkpoints").iterdir()} >= {"ckpt-6.index", "checkpoint"}
+    metrics = json.loads((chief / "model" / "metrics.json").read_text())
+    assert (metrics["step"], metrics["stopped_early"]) == (step, True)
+    assert {p.name for p in (chief / "checkpoints").iterdir()} >= {f"ckpt-{step}.index"}
     assert list((chief / "output" / "tensorboard" / "train").glob("events.out.tfevents*"))
     # The other worker writes nothing SageMaker syncs or uploads: its checkpoints/ holds only
     # the chief's step-3 files that launch local copied in (as SageMaker copies them from S3).
@@ -225,10 +258,10 @@ def test_only_the_chief_writes_and_evaluates_once(two_worker_logs):
     assert {p.name for p in (worker / "checkpoints").iterdir()} == {*copied, "checkpoint"}
     assert {n: (worker / "checkpoints" / n).read_bytes() for n in copied} == copied
     assert not list((worker / "output" / "tensorboard").rglob("events.*"))
-    assert list((worker / "scratch" / "checkpoints").glob("ckpt-6.*"))
+    assert list((worker / "scratch" / "checkpoints").glob(f"ckpt-{step}.*"))
     assert logs["algo-1"].count("evaluating the SavedModel") == 1
     assert "evaluating the SavedModel" not in logs["algo-2"]
-    assert "metric step=6 total_loss=" in logs["algo-1"]
+    assert f"metric step={step} total_loss=" in logs["algo-1"]
     assert "metric step=" not in logs["algo-2"]  # one copy of each metric for SageMaker
     assert "stopped sending heartbeats" not in logs["algo-1"]  # the worker waited for the chief
 

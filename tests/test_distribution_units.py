@@ -223,3 +223,12 @@ def test_local_cluster_copies_the_chiefs_checkpoints_to_every_host(tmp_path):
     local.copy_chief_checkpoints(base_dirs)
     assert sorted(p.name for p in stale.iterdir()) == ["ckpt-3.index"]
     assert (chief / "ckpt-3.index").read_text() == "chief"  # the source is untouched
+
+
+def test_launch_local_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, sagemaker_tfod.launch.cli; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
