@@ -588,6 +588,9 @@ def start(env: SageMakerEnv, cluster_timeout_s: int, peer_timeout_s: int) -> Dis
         os.environ[TF_CONFIG_ENV] = json.dumps(tf_config)
         logger.info("TF_CONFIG=%s", os.environ[TF_CONFIG_ENV])
         _configure_coordination_service(plan, remaining, peer_timeout_s)
+        if gpus and resource.network_interface_name:
+            # NCCL between instances: the interface SageMaker names (as its own toolkits do).
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", resource.network_interface_name)
     try:
         strategy = _create_strategy(plan)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:

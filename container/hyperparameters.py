@@ -34,7 +34,9 @@ class Hyperparameters:
 
     model: str = _hp(DEFAULT_MODEL, "named preset (see Presets)")
     num_steps: int = _hp(2000, "training steps in total (a resumed job continues to this)")
-    batch_size: int | None = _hp(None, "global batch size (preset's if unset)")
+    batch_size: int | None = _hp(
+        None, "global batch size, split over all devices and instances (preset's if unset)"
+    )
     image_size: int | None = _hp(
         None, "square input size in pixels; a multiple of the preset's stride (preset's if unset)"
     )
