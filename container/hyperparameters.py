@@ -39,7 +39,9 @@ class Hyperparameters:
 
     model: str = _hp(DEFAULT_MODEL, "named preset (see Presets)")
     num_steps: int = _hp(2000, "training steps in total (a resumed job continues to this)")
-    batch_size: int | None = _hp(None, "global batch size (preset's if unset)")
+    batch_size: int | None = _hp(
+        None, "global batch size, split over all devices and instances (preset's if unset)"
+    )
     image_size: int | None = _hp(
         None, "square input size in pixels; a multiple of the preset's stride (preset's if unset)"
     )
@@ -96,6 +98,12 @@ class Hyperparameters:
     )
     stop_margin_seconds: float = _hp(
         15.0, "seconds before that SIGKILL by which the job must have ended (see Stops)"
+    )
+    cluster_timeout_seconds: int = _hp(
+        600, "multi-instance: how long each instance waits for the others to resolve and join"
+    )
+    peer_timeout_seconds: int = _hp(
+        60, "multi-instance: an instance silent this long is taken as failed; the job stops"
     )
 
     def __post_init__(self) -> None:
@@ -291,6 +299,8 @@ def _validate(hp: Hyperparameters) -> None:
     require(0 <= hp.score_threshold < 1, f"score_threshold={hp.score_threshold} must be in [0, 1)")
     require(hp.max_detections >= 1, "max_detections must be at least 1")
     require(hp.calibration_samples >= 1, "calibration_samples must be at least 1")
+    for name in ("cluster_timeout_seconds", "peer_timeout_seconds"):
+        require(getattr(hp, name) >= 1, f"{name}={getattr(hp, name)} must be at least 1")
     require(
         0 <= hp.quantized_ap50_floor <= 1,
         f"quantized_ap50_floor={hp.quantized_ap50_floor} must be between 0 and 1",

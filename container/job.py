@@ -18,6 +18,7 @@ import tf_keras
 from sagemaker_tfod.container import (
     anchors,
     checkpoint_source,
+    distribution,
     evaluation,
     export,
     export_sequence,
@@ -100,8 +101,13 @@ def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
     stop.configure(hp.stop_grace_seconds, hp.stop_margin_seconds)
     preset = get_preset(hp.model)
     logger.info("hyperparameters: %s", hp.render(preset))
+    # Before any other TensorFlow operation: MultiWorkerMirroredStrategy requires it.
+    dist = distribution.start(env, hp.cluster_timeout_seconds, hp.peer_timeout_seconds)
 
     check_not_stopped(stop_flag)
+    sharding = distribution.input_sharding_warning(len(channel.train_shards), dist.plan.num_workers)
+    if sharding:
+        logger.warning("%s", sharding)
     train_summary = channel_lib.scan_split(channel.train_shards)
     check_not_stopped(stop_flag)
     channel_lib.check_labels(train_summary, "train", channel.label_map, str(channel.directory))
@@ -159,20 +165,28 @@ def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
     anchor_decision = anchors.resolve_anchors(
         params, hp.anchors, train_summary.boxes, train_summary.image_sizes, channel.pipeline_yaml
     )
+    dist.adapt_experiment(params, num_eval)
     check_not_stopped(stop_flag)
-    save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
-    export.write_label_files(channel.label_map, env.model_dir)
+    if dist.is_chief:  # one writer: the other workers keep their files in scratch/
+        save_experiment_yaml(params, env.model_dir / PIPELINE_YAML_OUT)
+        export.write_label_files(channel.label_map, env.model_dir)
+    dist.prepare_worker_dirs(env)
 
     stop.on_deadline(failure.last_words(env, failure.stopped_in_training(hp)))
-    with training.orbit_prints_dropped():
+    with dist.peer_failures_named(), training.orbit_prints_dropped():
         result = training.run_training(
             params,
-            env.checkpoints_dir,
-            env.tensorboard_dir,
+            dist.checkpoint_dir(env),
+            dist.tensorboard_dir(env),
             evaluate=evaluate,
-            stop_flag=stop.flag,
+            stop_flag=dist.agreed_stop_flag(stop.flag),
+            emit=dist.emit_metric,
+            strategy=dist.strategy,
             on_initialised=initial.verify if initial else None,
         )
+    if not dist.is_chief:  # evaluation and exports run once, on the chief
+        dist.finish()
+        return dist.worker_report(result.global_step)
     report = export_sequence.export_model(
         params,
         result.checkpoint_path,
@@ -193,4 +207,5 @@ def run_train_job(env: SageMakerEnv, stop: GracefulStop) -> dict[str, Any]:
     report["seconds"] = round(time.monotonic() - started, 1)
     with stop.commit():
         evaluation.write_metrics_json(env.model_dir / export_sequence.METRICS_JSON, report)
+    dist.finish()  # the other workers wait here until the chief's model folder is complete
     return report

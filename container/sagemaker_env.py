@@ -9,6 +9,11 @@ local runs and tests use the same code as the image:
     /opt/ml/checkpoints                Model Garden's model_dir: synced to S3, resumed from
     /opt/ml/model                      exported model (tarred to S3 at the end)
     /opt/ml/output/{failure,data,tensorboard}
+    /opt/ml/scratch                    this container's own working files (never synced; the
+                                       non-chief workers of a multi-instance job write there)
+
+`resourceconfig.json` describes the cluster: `current_host`, `hosts` (`algo-1` ... `algo-N`)
+and `network_interface_name`; `resource_config()` reads it into a `ResourceConfig`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,52 @@ from typing import Any
 
 DEFAULT_BASE_DIR = "/opt/ml"
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+# Local-only (never set on SageMaker), read by container.distribution: host name ->
+# loopback address:port for the workers of `launch local --instance-count N`, and a number of
+# logical CPU devices to train on when there is no GPU (tests, benchmarks).
+LOCAL_ADDRESSES_ENV = "TFOD_LOCAL_HOST_ADDRESSES"
+CPU_DEVICES_ENV = "TFOD_CPU_DEVICES"
 TRAINING_CHANNEL = "training"
 CHECKPOINT_CHANNEL = "checkpoint"
 
 
 class ConfigFileError(ValueError):
     """A SageMaker config file that is not valid JSON of the expected shape."""
+
+
+# What a run without resourceconfig.json (an older local tree, a bare test) is: one host.
+SINGLE_HOST = "algo-1"
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """The cluster as SageMaker describes it to this container."""
+
+    current_host: str
+    hosts: tuple[str, ...]
+    network_interface_name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str) -> ResourceConfig:
+        """Validate resourceconfig.json's content; `{}` (no file) means one host."""
+        if not data:
+            return cls(SINGLE_HOST, (SINGLE_HOST,))
+        hosts = data.get("hosts")
+        current = data.get("current_host")
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(host, str) and host for host in hosts)
+        ):
+            raise ConfigFileError(f"{source}: 'hosts' must be a non-empty list of host names")
+        if len(set(hosts)) != len(hosts):
+            raise ConfigFileError(f"{source}: 'hosts' lists a host twice: {hosts}")
+        if not isinstance(current, str) or current not in hosts:
+            raise ConfigFileError(
+                f"{source}: 'current_host' ({current!r}) must be one of 'hosts' ({hosts})"
+            )
+        interface = data.get("network_interface_name")
+        return cls(current, tuple(hosts), interface if isinstance(interface, str) else None)
 
 
 @dataclass(frozen=True)
@@ -102,6 +147,10 @@ class SageMakerEnv:
     def tensorboard_dir(self) -> pathlib.Path:
         return self.output_dir / "tensorboard"
 
+    @property
+    def scratch_dir(self) -> pathlib.Path:
+        return self.base_dir / "scratch"
+
     # config files
     def read_hyperparameters(self) -> dict[str, str]:
         """hyperparameters.json as strings (SageMaker sends strings; missing file = none)."""
@@ -113,6 +162,9 @@ class SageMakerEnv:
 
     def read_resource_config(self) -> dict[str, Any]:
         return _read_json_object(self.resource_config_file)
+
+    def resource_config(self) -> ResourceConfig:
+        return ResourceConfig.from_json(self.read_resource_config(), str(self.resource_config_file))
 
     def make_output_dirs(self) -> None:
         for path in (

@@ -135,6 +135,27 @@ def _emit_to_log(line: str) -> None:
     logger.info("%s", line)
 
 
+class _Runner(train_lib.OrbitExperimentRunner):
+    """Model Garden's runner, except where a non-chief worker keeps its checkpoints.
+
+    Model Garden gives such a worker a new empty temporary folder, so it could never resume
+    at the chief's step; here it uses `model_dir` (its scratch folder, which
+    `distribution.Distribution.prepare_worker_dirs` seeds with the chief's latest checkpoint).
+    Every worker must still save: saving reads variables that synchronise across workers."""
+
+    def _maybe_build_checkpoint_manager(self) -> tf.train.CheckpointManager | None:
+        if self.strategy.extended.should_checkpoint or not self.trainer.checkpoint:
+            return super()._maybe_build_checkpoint_manager()
+        return tf.train.CheckpointManager(
+            self.trainer.checkpoint,
+            directory=self.model_dir,
+            max_to_keep=1,
+            step_counter=self.trainer.global_step,
+            checkpoint_interval=self.params.trainer.checkpoint_interval,
+            init_fn=self.trainer.initialize,
+        )
+
+
 def build_runner(
     params: cfg.ExperimentConfig,
     model_dir: pathlib.Path,
@@ -143,9 +164,11 @@ def build_runner(
     evaluate: bool,
     train_actions: list[Any] | None = None,
     eval_actions: list[Any] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> train_lib.OrbitExperimentRunner:
-    """Model Garden's runner with summaries in `tensorboard_dir` instead of `model_dir`."""
-    strategy = tf.distribute.get_strategy()
+    """Model Garden's runner with summaries in `tensorboard_dir` instead of `model_dir`, on
+    `strategy` (container.distribution's choice; TensorFlow's default when None)."""
+    strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=evaluate)
@@ -155,7 +178,7 @@ def build_runner(
     eval_summary = orbit.utils.SummaryManager(
         str(tensorboard_dir / "validation"), tf.summary.scalar, global_step=trainer.global_step
     )
-    return train_lib.OrbitExperimentRunner(
+    return _Runner(
         distribution_strategy=strategy,
         task=task,
         mode="train_and_eval" if evaluate else "train",
@@ -178,6 +201,7 @@ def run_training(
     stop_flag: StopFlag | None = None,
     emit: Callable[[str], None] = _emit_to_log,
     on_initialised: Callable[[Any], Any] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainingResult:
     """Train to `params.trainer.train_steps` (resuming from `model_dir`), evaluating at intervals.
 
@@ -197,7 +221,9 @@ def run_training(
     init_checkpoint = params.task.init_checkpoint
     initialising = bool(init_checkpoint) and tf.train.latest_checkpoint(str(model_dir)) is None
     try:
-        runner = build_runner(params, model_dir, tensorboard_dir, evaluate=evaluate)
+        runner = build_runner(
+            params, model_dir, tensorboard_dir, evaluate=evaluate, strategy=strategy
+        )
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         reason = " ".join(str(error).split())[:300]
         resuming_from = tf.train.latest_checkpoint(str(model_dir))

@@ -187,7 +187,9 @@ def _add_local(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="run the container's training locally with the same hyperparameters",
         description="Build a local /opt/ml tree (hyperparameters from --hp and launch.toml, as "
-        "train sends them) and run `python -m container train` on it.",
+        "train sends them) and run `python -m container train` on it. With --instance-count N "
+        "(N > 1), one tree per host under BASE_DIR/algo-K and one process per host, training "
+        "together over loopback exactly as N SageMaker instances would.",
     )
     local_cmd.add_argument(
         "channel_dir", type=Path, help="local training channel folder (what upload would send)"
@@ -204,6 +206,7 @@ def _add_local(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     local_cmd.add_argument(
         "--hp", action="append", metavar="KEY=VALUE", help="hyperparameter (repeatable)"
     )
+    _add_setting(local_cmd, "instance_count")
     local_cmd.add_argument("--dry-run", action="store_true", help="print the tree, do not run")
     local_cmd.add_argument(
         "--prepare-only", action="store_true", help="write the tree, do not run (for docker run)"

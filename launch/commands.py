@@ -376,28 +376,43 @@ def cmd_local(args: argparse.Namespace) -> int:
             checkpoint_dir = Path(fetch_pretrained(args, config, entry).folder)
     # The same sources and the same conversion as the HyperParameters `train` sends.
     hyperparameters = training_job.request_hyperparameters(values)
-    tree = local.plan_local_tree(
-        hyperparameters,
-        args.channel_dir,
-        checkpoint_dir,
+    count = _resolve(args, config, ["instance_count"])["instance_count"]
+    trees = local.plan_local_cluster(
+        hyperparameters, args.channel_dir, checkpoint_dir, instance_count=count
     )
+    base_dirs = {host: local.host_base_dir(args.base_dir, host, count) for host in trees}
     if args.dry_run:
-        print(
-            json.dumps(
-                {"files": tree.files, "links": {k: str(v) for k, v in tree.links.items()}}, indent=2
-            )
-        )
+        plans = {
+            str(base_dirs[host]): {
+                "files": tree.files,
+                "links": {k: str(v) for k, v in tree.links.items()},
+            }
+            for host, tree in trees.items()
+        }
+        print(json.dumps(plans[str(args.base_dir)] if count == 1 else plans, indent=2))
         return 0
-    local.write_local_tree(args.base_dir, tree, copy_channels=args.copy_channels)
+    for host, tree in trees.items():
+        local.write_local_tree(base_dirs[host], tree, copy_channels=args.copy_channels)
     if args.prepare_only:
         print(json.dumps({"base_dir": str(args.base_dir)}))
         return 0
-    code = local.run_container_training(args.base_dir)
-    if code != 0:
+    if count == 1:
+        codes = {local.LOCAL_HOST: local.run_container_training(args.base_dir)}
+    else:
+        codes = local.run_local_cluster(base_dirs)
+    failed = {host: code for host, code in codes.items() if code != 0}
+    if failed:
+        reasons = {
+            host: f"(exit {code}): {local.failure_reason(base_dirs[host])}"
+            for host, code in failed.items()
+        }
+        if count == 1:
+            raise LaunchError(f"local training failed {reasons[local.LOCAL_HOST]}")
         raise LaunchError(
-            f"local training failed (exit {code}): {local.failure_reason(args.base_dir)}"
+            "local training failed on "
+            + "; ".join(f"{host} {reason}" for host, reason in reasons.items())
         )
-    print(json.dumps({"model_dir": str(args.base_dir / "model")}))
+    print(json.dumps({"model_dir": str(base_dirs[local.LOCAL_HOST] / "model")}))
     return 0
 
 

@@ -73,7 +73,13 @@ SPECS: dict[str, SettingSpec] = {
             "tensorboard_s3_uri", str, None, "TensorBoard events (default S3_PREFIX/tensorboard)"
         ),
         SettingSpec("instance_type", str, "ml.g4dn.xlarge", "training instance type"),
-        SettingSpec("instance_count", int, 1, "number of instances"),
+        SettingSpec(
+            "instance_count",
+            int,
+            1,
+            "number of instances; more than 1 trains one model across all of them "
+            "(MultiWorkerMirroredStrategy; batch_size is the global batch)",
+        ),
         SettingSpec("volume_gb", int, 50, "EBS volume per instance, GB"),
         SettingSpec("max_runtime", int, 4 * 3600, "MaxRuntimeInSeconds"),
         SettingSpec("spot", bool, True, "managed spot training (resumes from checkpoints)"),

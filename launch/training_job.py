@@ -98,6 +98,21 @@ def with_string_values(spec: TrainingJobSpec) -> TrainingJobSpec:
     )
 
 
+def batch_size_problems(hyperparameters: Mapping[str, str], instance_count: int) -> list[str]:
+    """batch_size is the global batch of all instances' devices: it must at least split over
+    the instances (the container checks the devices too, but only once the job is paid for)."""
+    text = str(hyperparameters.get("batch_size", "")).strip().strip('"')
+    if instance_count <= 1 or not text.isdigit() or int(text) % instance_count == 0:
+        return []
+    size = int(text)
+    lower = max(instance_count, size - size % instance_count)
+    return [
+        f"hyperparameter batch_size={size} is the global batch and cannot be split evenly over "
+        f"{instance_count} instances; use a multiple of {instance_count} (e.g. {lower}) times "
+        "the GPUs per instance"
+    ]
+
+
 def validate_spec(spec: TrainingJobSpec) -> None:
     """Reject what SageMaker would reject, before any request, with the fix in the message."""
     spec = with_string_values(spec)
@@ -131,6 +146,7 @@ def validate_spec(spec: TrainingJobSpec) -> None:
         )
     if spec.instance_count < 1:
         problems.append("instance_count must be at least 1")
+    problems += batch_size_problems(spec.hyperparameters, spec.instance_count)
     if spec.volume_gb < 1:
         problems.append("volume_gb must be at least 1")
     if spec.max_runtime_s < 1:
