@@ -21,32 +21,28 @@ import argparse
 import json
 import logging
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 logger = logging.getLogger("bench_distributed")
 CONFIGS = ("one_device", "two_devices", "two_workers")
-STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}")
 
 
 def metric_stamps(log: str) -> list[tuple[float, int]]:
     """(time, step) of every train `metric` line of a container log."""
+    from sagemaker_tfod.container.logs import line_timestamp
     from sagemaker_tfod.container.metrics import parse_metric_line
 
     stamps = []
     for line in log.splitlines():
         parsed = parse_metric_line(line.partition("] ")[2] if line.startswith("[") else line)
         if parsed and "total_loss" in parsed[1]:
-            stamp = STAMP.search(line).group(0)
-            when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            stamps.append((when, parsed[0]))
+            stamps.append((line_timestamp(line), parsed[0]))
     return stamps
 
 

@@ -16,6 +16,7 @@ Lines name their logger briefly: `training:` for `sagemaker_tfod.container.train
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -29,6 +30,8 @@ HYPERPARAMETER = "log_level"
 PROJECT_LOGGER = "sagemaker_tfod"
 FORMAT = "%(asctime)s %(levelname)s %(short_name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# FORMAT's timestamp; logging's own default adds ",123" milliseconds, read too.
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{3}))?")
 
 
 @dataclass(frozen=True)
@@ -157,3 +160,12 @@ def configure_logging(level: int = logging.INFO, native: bool = False) -> None:
     tensorflow_logger = logging.getLogger("tensorflow")
     for existing in tensorflow_logger.handlers[:]:
         tensorflow_logger.removeHandler(existing)
+
+
+def line_timestamp(line: str) -> float | None:
+    """Seconds since the epoch (local time) of the first timestamp in a log line, if any."""
+    found = _TIMESTAMP.search(line)
+    if found is None:
+        return None
+    seconds = datetime.datetime.strptime(found.group(1), DATE_FORMAT).timestamp()
+    return seconds + int(found.group(2) or 0) / 1000

@@ -360,3 +360,13 @@ def test_a_tensorflow_error_reaches_the_quiet_log(synthetic_channel, tmp_path):
     assert "InvalidArgumentError" in run.log
     assert "Unknown image file format" in run.log
     assert "internal error" in (base / "output" / "failure").read_text()
+
+
+def test_line_timestamps_read_the_log_format_with_or_without_milliseconds():
+    from sagemaker_tfod.container.logs import line_timestamp
+
+    plain = line_timestamp("2026-12-01 12:35:04 ERROR container: training failed")
+    precise = line_timestamp("[algo-1] 2026-12-01 12:35:04,250 INFO x: y")
+    assert precise is not None and plain is not None
+    assert precise - plain == pytest.approx(0.25)
+    assert line_timestamp("no time here") is None

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 from conftest import REPO, TINY_HYPERPARAMETERS, TINY_PIPELINE_YAML, make_base_dir
 
 from sagemaker_tfod.container.distribution import SHUTDOWN_GRACE_SECONDS
+from sagemaker_tfod.container.logs import line_timestamp
 from sagemaker_tfod.container.sagemaker_env import CPU_DEVICES_ENV
 from sagemaker_tfod.launch import local
 
@@ -84,9 +84,10 @@ def write_cluster_trees(
 
 
 def log_time(line: str) -> float:
-    """Seconds since the epoch of a `2026-12-01 10:02:12,872 ...` log line."""
-    stamp = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", line).group(0)
-    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    """Seconds since the epoch of a `2026-12-01 10:02:12 ...` log line."""
+    seconds = line_timestamp(line)
+    assert seconds is not None, f"no timestamp in {line!r}"
+    return seconds
 
 
 def first_line(log: str, text: str) -> str:
