@@ -89,6 +89,9 @@ PRESET_ANCHORS: dict[str, PresetAnchors] = {
     "retinanet_mobilenetv2_fpnlite_320": PresetAnchors(
         AnchorConfig(3, 6, 3, _DEFAULT_RATIOS, 4.0), 320
     ),
+    "retinanet_mobilenetv2_fpnlite_256": PresetAnchors(
+        AnchorConfig(3, 7, 3, _DEFAULT_RATIOS, 3.0), 256
+    ),
     "retinanet_spinenet49_mobile_384": PresetAnchors(
         AnchorConfig(3, 7, 3, _DEFAULT_RATIOS, 3.0), 384
     ),
