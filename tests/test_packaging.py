@@ -93,7 +93,7 @@ def test_every_dependency_is_in_the_lock_at_a_version_its_range_allows():
         assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {name}=={pins[name]}, outside pyproject's {requirement}"
         )
-    assert set(EXTRAS) == {"pi", "host", "train"}
+    assert set(EXTRAS) == {"pi", "onnx", "host", "train"}
 
 
 def test_each_optional_module_names_the_extra_that_installs_it():
@@ -106,9 +106,10 @@ def test_each_optional_module_names_the_extra_that_installs_it():
 
 # What the Pi side may import, besides the standard library: the base dependencies and the
 # `pi` extra; the other TFLite runtime; TensorFlow only for SavedModels and frozen graphs
-# (lazily, with a clear error: the Pi runs .tflite files); picamera2 from apt.
+# (lazily, with a clear error: the Pi runs .tflite files); picamera2 from apt; onnxruntime for
+# model.onnx, from the `onnx` extra.
 PI_IMPORTS = {"numpy", "PIL", "defusedxml", "tqdm", "ai_edge_litert", "cv2", "pycocotools"}
-PI_OPTIONAL_IMPORTS = {"tflite_runtime", "tensorflow", "google", "picamera2"}
+PI_OPTIONAL_IMPORTS = {"tflite_runtime", "tensorflow", "google", "picamera2", "onnxruntime"}
 
 
 def _imports_of(path: pathlib.Path) -> set[str]:
