@@ -34,7 +34,7 @@ format: $(STAMP)  ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-demo: $(STAMP)  ## synthetic shapes -> channel -> train the default preset on CPU (~9 min) -> eval AP
+demo: $(STAMP)  ## synthetic shapes -> channel -> train the default preset on CPU (~6 min) -> eval AP
 	rm -rf $(DEMO_DIR)
 	$(PY) -m data_prep synth $(DEMO_DIR)/voc
 	$(PY) -m data_prep build $(DEMO_DIR)/voc $(DEMO_DIR)/channel
