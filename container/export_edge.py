@@ -369,43 +369,6 @@ class EdgeExporter:
         return content
 
 
-def export_edge_models(
-    params,
-    checkpoint_path: str,
-    model_dir: pathlib.Path,
-    *,
-    quantize: bool,
-    inference_type: str,
-    calibration_samples: int,
-    train_shards: list[str],
-    eval_shards: list[str],
-    label_map: dict[int, str],
-    onnx: bool = True,
-    ap50_ratio_floor: float = AP50_RATIO_FLOOR,
-) -> dict:
-    """Write the frozen graph, TFLite files and export.json to `model_dir`; return export.json.
-    (Every step, no deadline: `export_sequence` runs them one by one under a stop.)"""
-    exporter = EdgeExporter(
-        params,
-        checkpoint_path,
-        model_dir,
-        quantize=quantize,
-        inference_type=inference_type,
-        calibration_samples=calibration_samples,
-        train_shards=train_shards,
-        eval_shards=eval_shards,
-        label_map=label_map,
-        onnx=onnx,
-        ap50_ratio_floor=ap50_ratio_floor,
-    )
-    exporter.score_saved_model()
-    for _name, step, _needs in exporter.steps():
-        step()
-    content = exporter.write_record()
-    log.info("edge exports written in %.0f s; shipped %s", content["seconds"], exporter.shipped)
-    return content
-
-
 def _write_summary_plot(content: dict[str, Any], path: pathlib.Path, commit: Commit) -> None:
     """AP50 and size of every export side by side, for a glance at what quantisation cost."""
     import matplotlib
