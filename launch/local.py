@@ -12,7 +12,9 @@ the processes cannot share one port, so each host is given `127.0.0.1:<a free po
 the container's local-only name mapping (`TFOD_LOCAL_HOST_ADDRESSES`, see
 container/distribution.py); nothing on the machine is changed. Before the processes start, the
 chief's `checkpoints/` is copied into every other host's tree, as SageMaker copies the
-checkpoint S3 URI onto every instance of a restarted job.
+checkpoint S3 URI onto every instance of a restarted job. The processes share this machine's
+cores, so each one's TensorFlow ops get an even share of them (`TF_NUM_INTRAOP_THREADS`, unless
+set already): see container/cpu_threads.py.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sagemaker_tfod.container import cpu_threads
 from sagemaker_tfod.container.sagemaker_env import (
     BASE_DIR_ENV,
     CHECKPOINT_CHANNEL,
@@ -204,14 +207,20 @@ def copy_chief_checkpoints(base_dirs: Mapping[str, Path]) -> None:
 
 
 def worker_environment(
-    base_dir: Path, addresses: str | None = None, environ: Mapping[str, str] | None = None
+    base_dir: Path,
+    addresses: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    workers: int = 1,
+    cores: int | None = None,
 ) -> dict[str, str]:
-    """The environment of one container process."""
-    environment = {
-        **(os.environ if environ is None else environ),
-        BASE_DIR_ENV: str(base_dir.resolve()),
-        "PYTHONUNBUFFERED": "1",
-    }
+    """The environment of one of `workers` container processes sharing this machine's `cores`
+    (each gets its share as TensorFlow intra-op threads: container/cpu_threads.py)."""
+    environment = cpu_threads.shared_cpu_environment(
+        os.environ if environ is None else environ,
+        replicas=workers,
+        cores=cores or cpu_threads.available_cores(),
+    )
+    environment.update({BASE_DIR_ENV: str(base_dir.resolve()), "PYTHONUNBUFFERED": "1"})
     if addresses:
         environment[LOCAL_ADDRESSES_ENV] = addresses
     return environment
@@ -237,7 +246,7 @@ def run_local_cluster(
         for host, base_dir in base_dirs.items():
             process = subprocess.Popen(
                 container_train_command(python),
-                env=worker_environment(base_dir, addresses),
+                env=worker_environment(base_dir, addresses, workers=len(base_dirs)),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

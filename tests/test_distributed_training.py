@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_HYPERPARAMETERS, TINY_PIPELINE_YAML, make_base_dir
 
+from sagemaker_tfod.container import cpu_threads
 from sagemaker_tfod.container.distribution import SHUTDOWN_GRACE_SECONDS
 from sagemaker_tfod.container.logs import line_timestamp
 from sagemaker_tfod.container.sagemaker_env import CPU_DEVICES_ENV
@@ -140,6 +141,10 @@ def test_mirrored_strategy_over_two_devices_trains_checkpoints_resumes_and_expor
     assert first.returncode == 0, first.log[-3000:]
     assert second.returncode == 0, second.log[-3000:]
     assert "MirroredStrategy over 2 device(s) (/cpu:0, /cpu:1)" in first.log
+    threads = cpu_threads.user_intra_op_threads(os.environ) or cpu_threads.threads_per_replica(
+        cpu_threads.available_cores(), 2
+    )
+    assert f"2 logical CPU devices, {threads} intra-op thread(s) per op" in first.log
     assert "resuming from step 3 of 6" in second.log
     checkpoints = second.base_dir / "checkpoints"
     assert (checkpoints / "ckpt-3.index").is_file() and (checkpoints / "ckpt-6.index").is_file()
@@ -317,7 +322,7 @@ def test_each_worker_reads_its_own_part_of_the_data(
 def start_worker(base_dir: Path, addresses: str) -> subprocess.Popen:
     return subprocess.Popen(
         local.container_train_command(),
-        env=local.worker_environment(base_dir, addresses),
+        env=local.worker_environment(base_dir, addresses, workers=2),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
