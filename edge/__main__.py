@@ -13,17 +13,22 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
 
 from sagemaker_tfod.data_prep import schema
 from sagemaker_tfod.data_prep.console import log_level, missing_extra_message, prog_name
 from sagemaker_tfod.data_prep.files import atomic_output_path, atomic_write_text
+from sagemaker_tfod.edge.arguments import (
+    megapixels,
+    non_negative_int,
+    positive_int,
+    score_threshold,
+)
 from sagemaker_tfod.edge.errors import EdgeError
 from sagemaker_tfod.edge.labels import check_label_index, read_labels
+from sagemaker_tfod.edge.outputs import output_paths
 
 log = logging.getLogger("sagemaker_tfod.edge")
 
@@ -36,33 +41,6 @@ def _write_image(path: pathlib.Path, pixels) -> None:
 
     with atomic_output_path(path) as temporary:
         Image.fromarray(pixels).save(temporary)
-
-
-def output_paths(sources: Sequence, output: pathlib.Path) -> list[pathlib.Path]:
-    """Where each source's annotated image or video goes: its path relative to the folder
-    all file inputs share (so `a/x.jpg` and `b/x.jpg` stay apart), `.jpg`/`.png` kept, other
-    images as `.jpg`, videos and cameras as `.mp4`; a name still taken gets `-2`, `-3`, ..."""
-    files = [pathlib.Path(s.location).resolve() for s in sources if not s.is_camera]
-    common = pathlib.Path(os.path.commonpath([str(f.parent) for f in files])) if files else None
-    taken: set[pathlib.Path] = set()
-    paths = []
-    for source in sources:
-        if source.is_camera:
-            relative, suffix = pathlib.Path(source.name), ".mp4"
-        else:
-            location = pathlib.Path(source.location).resolve()
-            relative = location.relative_to(common).with_suffix("")
-            kept = location.suffix.lower()
-            suffix = (
-                ".mp4" if source.kind == "video" else (kept if kept in (".png", ".jpg") else ".jpg")
-            )
-        candidate, number = output / relative.with_name(relative.name + suffix), 1
-        while candidate in taken:
-            number += 1
-            candidate = output / relative.with_name(f"{relative.name}-{number}{suffix}")
-        taken.add(candidate)
-        paths.append(candidate)
-    return paths
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -196,49 +174,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         log.info("per-class AP chart written to %s", args.plot)
     print(json.dumps({"model": str(args.model), "data": str(args.data), **scores}, indent=2))
     return 0
-
-
-def whole_number_at_least(minimum: int, too_small: str):
-    """argparse type: a whole number >= `minimum`; `too_small` says why a smaller one is refused."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number; use {minimum} or more"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} {too_small}; use {minimum} or more")
-        return value
-
-    return parse
-
-
-positive_int = whole_number_at_least(1, "is less than 1")  # threads, runs, frames, images
-non_negative_int = whole_number_at_least(0, "is negative")  # warm-up runs
-
-
-def score_threshold(text: str) -> float:
-    """argparse type: a score between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; use 0 to 1") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value} is outside 0 to 1; scores are in [0, 1]")
-    return value
-
-
-def megapixels(text: str) -> float:
-    """argparse type: a pixel limit in megapixels, above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of megapixels") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} megapixels: use a limit above 0")
-    return value
 
 
 def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:

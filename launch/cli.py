@@ -267,7 +267,7 @@ def _add_deploy(commands: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_invoke(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    from sagemaker_tfod.edge.__main__ import score_threshold
+    from sagemaker_tfod.edge.arguments import score_threshold
 
     invoke = commands.add_parser(
         "invoke",

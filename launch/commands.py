@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,12 @@ from sagemaker_tfod.launch import (
     s3_sync,
     settings,
     training_job,
+)
+from sagemaker_tfod.launch.command_context import (
+    make_client,
+    read_config,
+    resolve_region,
+    resolve_settings,
 )
 from sagemaker_tfod.launch.errors import JobEndedError, LaunchError, aws_action
 from sagemaker_tfod.launch.s3_uri import join_s3
@@ -50,46 +54,7 @@ TRAIN_SETTINGS = (
 )
 
 
-# ---- AWS clients ------------------------------------------------------------------------
-
-
-def make_client(service: str, region: str | None, pool: int = 10) -> Any:
-    """A boto3 client from boto3's own credential chain; AWS_ENDPOINT_URL is honoured by boto3."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=pool,
-        user_agent_extra="tf-od-launch",
-    )
-    with aws_action(f"creating the {service} client"):
-        return boto3.session.Session(region_name=region).client(service, config=config)
-
-
 # ---- commands ---------------------------------------------------------------------------
-
-
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    return settings.load_config_file(args.config)
-
-
-def _resolve(
-    args: argparse.Namespace,
-    config: dict[str, Any],
-    names: Sequence[str],
-    required: Sequence[str] = (),
-) -> dict[str, Any]:
-    """settings.resolve with this command's flags, the environment and the file actually read."""
-    return settings.resolve(
-        names, vars(args), os.environ, config, required, settings.config_file_name(args.config)
-    )
-
-
-def _region(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
-    region = _resolve(args, config, ["region"])["region"]
-    # AWS_REGION is what many tools and containers set; boto3 itself reads AWS_DEFAULT_REGION.
-    return region or os.environ.get("AWS_REGION") or None
 
 
 def job_hyperparameters(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +68,7 @@ def training_spec(
     args: argparse.Namespace, config: dict[str, Any], now: datetime
 ) -> training_job.TrainingJobSpec:
     """Settings -> TrainingJobSpec: derived S3 locations filled in from s3_prefix."""
-    values = _resolve(args, config, TRAIN_SETTINGS)
+    values = resolve_settings(args, config, TRAIN_SETTINGS)
     required = ["role", "image"]
     if not values["s3_prefix"]:
         required += [name for name in ("training_s3_uri", "output_s3_uri") if not values[name]]
@@ -148,7 +113,7 @@ def _metric_definitions() -> list[dict[str, str]]:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    region = _region(args, _config(args))
+    region = resolve_region(args, read_config(args))
     s3 = make_client("s3", region, pool=args.workers + 4)
     report = s3_sync.upload_channel(
         s3,
@@ -183,7 +148,7 @@ PRETRAINED_SETTINGS = ("pretrained_cache", "pretrained_mirror")
 def _pretrained_settings(
     args: argparse.Namespace, config: dict[str, Any]
 ) -> tuple[Path, str | None]:
-    values = _resolve(args, config, PRETRAINED_SETTINGS)
+    values = resolve_settings(args, config, PRETRAINED_SETTINGS)
     cache = Path(values["pretrained_cache"]) if values["pretrained_cache"] else None
     return cache or pretrained.default_cache_dir(), values["pretrained_mirror"]
 
@@ -221,7 +186,7 @@ def with_pretrained_channel(
 
 
 def cmd_pretrained(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = read_config(args)
     if args.pretrained_command == "list":
         rows = pretrained.catalogue_rows(_pretrained_settings(args, config)[0])
         if args.table:
@@ -239,17 +204,17 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = read_config(args)
     spec = training_spec(args, config, datetime.now(UTC))
     entry = pretrained.get(args.pretrained) if args.pretrained else None
     if entry is not None:
-        s3_prefix = _resolve(args, config, ["s3_prefix"])["s3_prefix"]
+        s3_prefix = resolve_settings(args, config, ["s3_prefix"])["s3_prefix"]
         spec = with_pretrained_channel(spec, entry, s3_prefix)
     request = training_job.build_create_training_job_request(spec, _metric_definitions())
     if args.dry_run:
         print(json.dumps(request, indent=2))
         return 0
-    region = _region(args, config)
+    region = resolve_region(args, config)
     if entry is not None and spec.init_checkpoint_s3_uri:
         folder = Path(fetch_pretrained(args, config, entry).folder)
         upload = s3_sync.upload_channel(
@@ -317,14 +282,14 @@ def job_summary(description: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    sagemaker = make_client("sagemaker", _region(args, _config(args)))
+    sagemaker = make_client("sagemaker", resolve_region(args, read_config(args)))
     description = logs.describe_job(sagemaker, args.job_name)
     print(json.dumps(job_summary(description), indent=2, default=str))
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    region = _region(args, _config(args))
+    region = resolve_region(args, read_config(args))
     if args.follow:
         description = logs.follow_job(
             make_client("sagemaker", region),
@@ -341,7 +306,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    sagemaker = make_client("sagemaker", _region(args, _config(args)))
+    sagemaker = make_client("sagemaker", resolve_region(args, read_config(args)))
     with aws_action(f"stopping training job '{args.job_name}'"):
         sagemaker.stop_training_job(TrainingJobName=args.job_name)
     print(json.dumps({"TrainingJobName": args.job_name, "stop": "requested"}))
@@ -349,7 +314,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    region = _region(args, _config(args))
+    region = resolve_region(args, read_config(args))
     source = args.source
     if not source.startswith("s3://"):
         description = logs.describe_job(make_client("sagemaker", region), source)
@@ -362,7 +327,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = read_config(args)
     values = job_hyperparameters(args, config)
     checkpoint_dir = args.checkpoint_dir
     if args.pretrained:
@@ -376,7 +341,7 @@ def cmd_local(args: argparse.Namespace) -> int:
             checkpoint_dir = Path(fetch_pretrained(args, config, entry).folder)
     # The same sources and the same conversion as the HyperParameters `train` sends.
     hyperparameters = training_job.request_hyperparameters(values)
-    count = _resolve(args, config, ["instance_count"])["instance_count"]
+    count = resolve_settings(args, config, ["instance_count"])["instance_count"]
     trees = local.plan_local_cluster(
         hyperparameters, args.channel_dir, checkpoint_dir, instance_count=count
     )
@@ -417,9 +382,9 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    config = _config(args)
-    region = _region(args, config)
-    repository = _resolve(args, config, ["repository"], ["repository"])["repository"]
+    config = read_config(args)
+    region = resolve_region(args, config)
+    repository = resolve_settings(args, config, ["repository"], ["repository"])["repository"]
     client = make_client("ecr", region)
     uri = ecr.ensure_repository(client, repository)
     remote = f"{uri}:{args.tag}"

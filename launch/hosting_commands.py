@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sagemaker_tfod.launch import endpoints, hosting_requests, invoke, settings
-from sagemaker_tfod.launch.commands import _config, _region, _resolve, make_client
+from sagemaker_tfod.launch.command_context import (
+    make_client,
+    read_config,
+    resolve_region,
+    resolve_settings,
+)
 from sagemaker_tfod.launch.errors import LaunchError
 from sagemaker_tfod.launch.hosting_requests import (
     AutoscaleSpec,
@@ -79,9 +84,9 @@ def _base_name(source: str, prefix: str, now: datetime) -> str:
 
 def deploy_plan(args: argparse.Namespace, now: datetime) -> dict[str, Any]:
     """Every request `deploy` will send, in order, keyed by operation (what --dry-run prints)."""
-    config = _config(args)
-    values = _resolve(args, config, DEPLOY_SETTINGS)
-    region = _region(args, config)
+    config = read_config(args)
+    values = resolve_settings(args, config, DEPLOY_SETTINGS)
+    region = resolve_region(args, config)
     endpoint_name = values["endpoint_name"] or _base_name(args.source, "tf-od-endpoint", now)
     versioned = timestamped(endpoint_name, now)  # configs are immutable: a new one per deploy
     model = _model_spec(args, config, values, region, versioned)
@@ -118,7 +123,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(plan, indent=2))
         return 0
-    region = _region(args, _config(args))
+    region = resolve_region(args, read_config(args))
     sagemaker = make_client("sagemaker", region)
     name = plan["CreateEndpoint"]["EndpointName"]
     model_name = plan["CreateModel"]["ModelName"]
@@ -172,7 +177,7 @@ def _forget(delete, **name: str) -> None:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    runtime = make_client("sagemaker-runtime", _region(args, _config(args)))
+    runtime = make_client("sagemaker-runtime", resolve_region(args, read_config(args)))
     invoke.invoke_images(
         runtime,
         args.endpoint,
@@ -186,7 +191,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
-    region = _region(args, _config(args))
+    region = resolve_region(args, read_config(args))
     sagemaker = make_client("sagemaker", region)
     if args.endpoint_command == "list":
         print(json.dumps(endpoints.list_endpoints(sagemaker), indent=2))
@@ -199,9 +204,9 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
 
 def transform_plan(args: argparse.Namespace, now: datetime) -> dict[str, Any]:
-    config = _config(args)
-    values = _resolve(args, config, TRANSFORM_SETTINGS)
-    region = _region(args, config)
+    config = read_config(args)
+    values = resolve_settings(args, config, TRANSFORM_SETTINGS)
+    region = resolve_region(args, config)
     job_name = values["transform_job_name"] or timestamped("tf-od-transform", now)
     model = _model_spec(args, config, values, region, job_name)
     transform = TransformSpec(
@@ -225,7 +230,7 @@ def cmd_transform(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(plan, indent=2))
         return 0
-    sagemaker = make_client("sagemaker", _region(args, _config(args)))
+    sagemaker = make_client("sagemaker", resolve_region(args, read_config(args)))
     job_name = plan["CreateTransformJob"]["TransformJobName"]
     model_name = plan["CreateModel"]["ModelName"]
     endpoints.create(sagemaker, "create_model", f"model '{model_name}'", plan["CreateModel"])

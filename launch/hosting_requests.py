@@ -16,6 +16,7 @@ from typing import Any
 
 from sagemaker_tfod.container.serving.config import EXPORT_ENV
 from sagemaker_tfod.container.serving.exports import AUTO, EXPORT_FILES
+from sagemaker_tfod.launch import request_checks
 from sagemaker_tfod.launch.errors import LaunchError
 from sagemaker_tfod.launch.s3_uri import is_s3_uri
 from sagemaker_tfod.launch.training_job import stringify_hyperparameters
@@ -31,10 +32,6 @@ SCALE_OUT_COOLDOWN_S = 60
 IMAGE_CONTENT_TYPE = "application/x-image"
 JSONLINES = "application/jsonlines"
 TRANSFORM_CONTENT_TYPES = (IMAGE_CONTENT_TYPE, JSONLINES)
-
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
-_IMAGE_URI = re.compile(r"^\S+/\S+$")
 
 
 @dataclass(frozen=True)
@@ -121,12 +118,11 @@ def parse_autoscale(text: str) -> tuple[int, int]:
 
 
 def _tags(tags: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"Key": key, "Value": value} for key, value in stringify_hyperparameters(tags).items()]
+    return request_checks.tag_list(stringify_hyperparameters(tags))
 
 
 def _check_name(problems: list[str], what: str, name: str, flag: str) -> None:
-    if not _NAME.match(name):
-        problems.append(f"{what} '{name}' must be 1-63 letters, digits and hyphens ({flag})")
+    problems += request_checks.name_problems(what, name, flag)
 
 
 def _raise(problems: list[str]) -> None:
@@ -137,15 +133,8 @@ def _raise(problems: list[str]) -> None:
 def build_create_model_request(spec: ModelSpec) -> dict[str, Any]:
     problems: list[str] = []
     _check_name(problems, "model name", spec.model_name, "derived from --endpoint-name")
-    if not _IMAGE_URI.match(spec.image_uri):
-        problems.append(
-            f"image '{spec.image_uri}' is not an image URI (ACCOUNT.dkr.ecr...; --image)"
-        )
-    if not _ROLE_ARN.match(spec.role_arn):
-        problems.append(
-            f"role '{spec.role_arn}' is not an IAM role ARN "
-            "(arn:aws:iam::123456789012:role/NAME; --role)"
-        )
+    problems += request_checks.image_problems(spec.image_uri)
+    problems += request_checks.role_problems(spec.role_arn)
     if not (is_s3_uri(spec.model_data_url) and spec.model_data_url.endswith(".tar.gz")):
         problems.append(
             f"model data '{spec.model_data_url}' is not an s3://.../model.tar.gz URI "

@@ -98,7 +98,7 @@ def image_paths(inputs: Sequence[str]) -> list[pathlib.Path]:
 
 def draw_targets(paths: Sequence[pathlib.Path], out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Where each annotated image goes: the same names `edge detect` gives."""
-    from sagemaker_tfod.edge.__main__ import output_paths
+    from sagemaker_tfod.edge.outputs import output_paths
     from sagemaker_tfod.edge.sources import Source
 
     return output_paths([Source("image", str(path)) for path in paths], out_dir)

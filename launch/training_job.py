@@ -6,13 +6,13 @@ The container's own metric regexes (`container.metrics.METRIC_DEFINITIONS`) and 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sagemaker_tfod.container.sagemaker_env import CHECKPOINT_CHANNEL, TRAINING_CHANNEL
+from sagemaker_tfod.launch import request_checks
 from sagemaker_tfod.launch.errors import LaunchError
 from sagemaker_tfod.launch.s3_uri import is_s3_uri
 
@@ -21,10 +21,6 @@ from sagemaker_tfod.launch.s3_uri import is_s3_uri
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"
 DEFAULT_JOB_PREFIX = "tf-od"
-
-_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/\S+$")
-_IMAGE_URI = re.compile(r"^\S+/\S+$")
 
 
 @dataclass(frozen=True)
@@ -116,20 +112,11 @@ def batch_size_problems(hyperparameters: Mapping[str, str], instance_count: int)
 def validate_spec(spec: TrainingJobSpec) -> None:
     """Reject what SageMaker would reject, before any request, with the fix in the message."""
     spec = with_string_values(spec)
-    problems: list[str] = []
-    if not _JOB_NAME.match(spec.job_name):
-        problems.append(
-            f"job name '{spec.job_name}' must be 1-63 letters, digits and hyphens (--job-name)"
-        )
-    if not _ROLE_ARN.match(spec.role_arn):
-        problems.append(
-            f"role '{spec.role_arn}' is not an IAM role ARN "
-            "(arn:aws:iam::123456789012:role/NAME; --role)"
-        )
-    if not _IMAGE_URI.match(spec.image_uri):
-        problems.append(
-            f"image '{spec.image_uri}' is not an image URI (ACCOUNT.dkr.ecr...; --image)"
-        )
+    problems = [
+        *request_checks.name_problems("job name", spec.job_name, "--job-name"),
+        *request_checks.role_problems(spec.role_arn),
+        *request_checks.image_problems(spec.image_uri),
+    ]
     uris = {
         "training_s3_uri": spec.training_s3_uri,
         "output_s3_uri": spec.output_s3_uri,
@@ -157,8 +144,7 @@ def validate_spec(spec: TrainingJobSpec) -> None:
             "for spot training"
         )
     problems += hyperparameter_problems(spec.hyperparameters)
-    if len(spec.tags) > 50:
-        problems.append("SageMaker accepts at most 50 tags")
+    problems += request_checks.tag_problems(spec.tags)
     if problems:
         raise LaunchError("; ".join(problems))
 
@@ -213,7 +199,7 @@ def build_create_training_job_request(
             "LocalPath": TENSORBOARD_LOCAL_PATH,
         }
     if spec.tags:
-        request["Tags"] = [{"Key": key, "Value": value} for key, value in spec.tags.items()]
+        request["Tags"] = request_checks.tag_list(spec.tags)
     return request
 
 

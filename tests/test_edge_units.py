@@ -279,7 +279,7 @@ def test_a_camera_that_cannot_open_is_a_clear_error():
 def test_annotated_outputs_of_same_named_inputs_do_not_overwrite_each_other(tmp_path):
     from PIL import Image
 
-    from sagemaker_tfod.edge.__main__ import output_paths
+    from sagemaker_tfod.edge.outputs import output_paths
 
     for relative in ("a/x.jpg", "b/x.jpg", "b/x.bmp", "b/x.png", "top.jpeg"):
         (tmp_path / "in" / relative).parent.mkdir(parents=True, exist_ok=True)
