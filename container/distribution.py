@@ -65,6 +65,8 @@ from sagemaker_tfod.container.sagemaker_env import (
 )
 
 logger = logging.getLogger(__name__)
+# container.training's logger (not imported: it would bring Model Garden into this module).
+METRIC_LOGGER = logging.getLogger("sagemaker_tfod.container.training")
 
 WORKER_PORT = 2222
 TF_CONFIG_ENV = "TF_CONFIG"
@@ -500,8 +502,8 @@ class Distribution:
 
     def emit_metric(self, line: str) -> None:
         """`metric` lines (SageMaker's MetricDefinitions) from the chief only; the values are
-        the same on every worker (all-reduced)."""
-        logger.log(logging.INFO if self.is_chief else logging.DEBUG, "%s", line)
+        the same on every worker (all-reduced). Logged as `training:` lines, as on one device."""
+        METRIC_LOGGER.log(logging.INFO if self.is_chief else logging.DEBUG, "%s", line)
 
     def finish(self) -> None:
         """Multi-worker: the last meeting of the workers, once the chief has exported.

@@ -20,6 +20,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 def test_metric_definitions_read_real_training_lines(trained_run):
     metric_lines = [line for line in trained_run.log.splitlines() if parse_metric_line(line)]
     assert metric_lines, "the training run printed no `metric` lines"
+    assert all(" INFO training: metric step=" in line for line in metric_lines), metric_lines[0]
     expected: dict[str, list[float]] = {}
     for line in metric_lines:
         step, values = parse_metric_line(line)
