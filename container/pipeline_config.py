@@ -6,6 +6,7 @@ defaults) -> hyperparameters -> `pipeline.yaml` override in the channel (any Mod
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import pathlib
@@ -175,10 +176,21 @@ def validate_experiment(config: cfg.ExperimentConfig, preset: Preset) -> None:
             )
 
 
+def recorded_experiment(config: cfg.ExperimentConfig) -> cfg.ExperimentConfig:
+    """`config` as model/pipeline.yaml records it, reusable as a channel's pipeline.yaml: without
+    `task.init_checkpoint`, the job's scratch copy of its checkpoint channel, which is gone once
+    the model is initialised. A job's initial weights always come from its own checkpoint
+    channel (the log and `init_checkpoint_modules` say which modules were loaded)."""
+    recorded = copy.deepcopy(config)
+    recorded.task.init_checkpoint = None
+    return recorded
+
+
 def save_experiment_yaml(config: cfg.ExperimentConfig, path: pathlib.Path) -> None:
-    """The resolved config as YAML, written to a temporary name and renamed."""
+    """The resolved config (as `recorded_experiment` keeps it) as YAML, written to a temporary
+    name and renamed."""
     with atomic_output_path(path) as temporary:
-        params_dict.save_params_dict_to_yaml(config, str(temporary))
+        params_dict.save_params_dict_to_yaml(recorded_experiment(config), str(temporary))
 
 
 # --- TF Object Detection API pipeline.config ---------------------------------------------

@@ -39,6 +39,27 @@ def test_every_preset_builds_a_valid_experiment(name, tmp_path):
     assert saved["task"]["model"]["num_classes"] == 4
 
 
+def test_saved_pipeline_yaml_names_no_scratch_checkpoint_and_reloads(tmp_path):
+    """A job's init_checkpoint is its scratch copy of the checkpoint channel, deleted once the
+    model is initialised: model/pipeline.yaml leaves it out, so that the file works as the
+    channel pipeline.yaml of a job without a checkpoint channel."""
+    hp = parse_hyperparameters({"init_checkpoint_modules": "backbone"})
+    config = build_experiment(
+        get_preset(hp.model), hp, 3, DATA, init_checkpoint="/opt/ml/scratch/initial/ckpt-6"
+    )
+    save_experiment_yaml(config, tmp_path / "pipeline.yaml")
+    assert config.task.init_checkpoint == "/opt/ml/scratch/initial/ckpt-6"  # left unchanged
+    saved = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
+    assert saved["task"]["init_checkpoint"] is None
+    assert saved["task"]["init_checkpoint_modules"] == "backbone"
+    reused = build_experiment(
+        get_preset(hp.model), parse_hyperparameters({}), 3, DATA,
+        override_yaml=tmp_path / "pipeline.yaml",
+    )  # fmt: skip
+    assert reused.task.init_checkpoint is None
+    assert reused.task.model.num_classes == 4
+
+
 def test_default_preset_is_mobilenetv2_with_separable_fpn_and_head():
     config = build_experiment(get_preset(parse_hyperparameters({}).model),
                               parse_hyperparameters({}), 1, DATA)  # fmt: skip
