@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import pathlib
 import shutil
 import subprocess
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sagemaker_tfod.container.cpu_threads import (
         INTRA_OP_THREADS_ENV,
+        PER_DEVICE_POOLS_ENV,
         available_cores,
         threads_per_replica,
     )
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     from sagemaker_tfod.data_prep.synth import write_synthetic_voc
     from sagemaker_tfod.launch import local
 
+    for name in (INTRA_OP_THREADS_ENV, PER_DEVICE_POOLS_ENV):
+        if os.environ.pop(name, None) is not None:  # every run chooses its own threads
+            logger.warning("%s is ignored: the benchmark sets the threads of each run", name)
     shared_threads = threads_per_replica(available_cores(), 2)
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_distributed-"))
     write_synthetic_voc(work / "voc", num_images=64, image_size=256, seed=0)

@@ -7,8 +7,13 @@ logical CPU devices in one process (`TFOD_CPU_DEVICES=N`) or as N worker process
 the replicas would queue for the same threads. Giving each replica its share of the cores
 lets them run side by side instead; `bench_distributed.py` measures the difference.
 
-TensorFlow's own `TF_NUM_INTRAOP_THREADS` is left alone when the user has set it. GPUs are not
-affected: these threads run CPU kernels only. Pure apart from `available_cores`.
+Logical CPU devices of one process share a single intra-op pool unless
+`TF_OVERRIDE_GLOBAL_THREADPOOL` is set (tensorflow/core/common_runtime/local_device.cc), so the
+container sets it too: each device then gets a pool of its own, of its share of the cores.
+Separate processes have separate pools anyway.
+
+TensorFlow's own variables are left alone when the user has set them. GPUs are not affected:
+these threads run CPU kernels only. Pure apart from `available_cores`.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-# TensorFlow reads this variable when its runtime starts (tensorflow/core/common_runtime).
+# TensorFlow reads these variables when its runtime starts (tensorflow/core/common_runtime).
 INTRA_OP_THREADS_ENV = "TF_NUM_INTRAOP_THREADS"
+PER_DEVICE_POOLS_ENV = "TF_OVERRIDE_GLOBAL_THREADPOOL"
 
 
 def available_cores() -> int:
@@ -38,7 +44,18 @@ def threads_per_replica(cores: int, replicas: int) -> int:
 def user_intra_op_threads(environ: Mapping[str, str]) -> int | None:
     """The user's own `TF_NUM_INTRAOP_THREADS`, if set to a positive whole number."""
     text = environ.get(INTRA_OP_THREADS_ENV, "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+
+
+def logical_devices_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What to add to the environment, before TensorFlow's runtime starts, so that logical CPU
+    devices get an intra-op pool each (unless the user chose otherwise)."""
+    return {} if PER_DEVICE_POOLS_ENV in environ else {PER_DEVICE_POOLS_ENV: "1"}
+
+
+def pools_per_device(environ: Mapping[str, str]) -> bool:
+    """Whether TensorFlow will give each CPU device its own pool (its reading of the flag)."""
+    return environ.get(PER_DEVICE_POOLS_ENV, "").strip().lower() in ("1", "true")
 
 
 def shared_cpu_environment(environ: Mapping[str, str], replicas: int, cores: int) -> dict[str, str]:

@@ -29,9 +29,9 @@ which cannot resolve `algo-N` and cannot all listen on one port (TensorFlow's se
 address of its port). `TFOD_LOCAL_HOST_ADDRESSES="algo-1=127.0.0.1:41001,algo-2=127.0.0.1:41002"`
 maps names to loopback addresses for such runs; a host it does not name is resolved normally.
 `TFOD_CPU_DEVICES=N` splits the CPU into N logical devices, so that tests and benchmarks can run
-the multi-device path (`MirroredStrategy`) without GPUs; each device's ops then get an even share
-of the cores as intra-op threads (`container/cpu_threads.py`), so that the replicas run side by
-side rather than queueing for the same threads.
+the multi-device path (`MirroredStrategy`) without GPUs; each device then gets an intra-op
+thread pool of its own, of an even share of the cores (`container/cpu_threads.py`), so that the
+replicas run side by side rather than queueing for the same threads.
 """
 
 from __future__ import annotations
@@ -360,11 +360,16 @@ def _configure_cpu_devices(count: int) -> None:
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
     )
+    # Read when the runtime creates the devices, which has not happened yet.
+    os.environ.update(cpu_threads.logical_devices_environment(os.environ))
     threads = cpu_threads.user_intra_op_threads(os.environ)
     if threads is None:
         threads = cpu_threads.threads_per_replica(cpu_threads.available_cores(), count)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-    logger.info("%d logical CPU devices, %d intra-op thread(s) per op", count, threads)
+    pools = (
+        "an intra-op pool each" if cpu_threads.pools_per_device(os.environ) else "one shared pool"
+    )
+    logger.info("%d logical CPU devices, %s of %d thread(s)", count, pools, threads)
 
 
 def _configure_coordination_service(

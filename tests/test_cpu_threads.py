@@ -9,7 +9,10 @@ import pytest
 
 from sagemaker_tfod.container.cpu_threads import (
     INTRA_OP_THREADS_ENV,
+    PER_DEVICE_POOLS_ENV,
     available_cores,
+    logical_devices_environment,
+    pools_per_device,
     shared_cpu_environment,
     threads_per_replica,
     user_intra_op_threads,
@@ -29,11 +32,22 @@ def test_a_share_of_nothing_is_refused():
         threads_per_replica(4, 0)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux's affinity mask")
 def test_available_cores_counts_this_process_affinity():
     assert available_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1)
 
 
-@pytest.mark.parametrize(("text", "threads"), [("3", 3), (" 2 ", 2), ("0", None), ("x", None)])
+def test_logical_devices_get_a_pool_each_unless_the_user_chose():
+    assert logical_devices_environment({}) == {PER_DEVICE_POOLS_ENV: "1"}
+    assert pools_per_device(logical_devices_environment({}))
+    assert logical_devices_environment({PER_DEVICE_POOLS_ENV: "false"}) == {}
+    assert not pools_per_device({PER_DEVICE_POOLS_ENV: "false"})
+    assert pools_per_device({PER_DEVICE_POOLS_ENV: "True"})
+
+
+@pytest.mark.parametrize(
+    ("text", "threads"), [("3", 3), (" 2 ", 2), ("0", None), ("x", None), ("\u00b2", None)]
+)
 def test_only_a_positive_user_setting_counts(text, threads):
     assert user_intra_op_threads({INTRA_OP_THREADS_ENV: text}) == threads
 

@@ -144,7 +144,7 @@ def test_mirrored_strategy_over_two_devices_trains_checkpoints_resumes_and_expor
     threads = cpu_threads.user_intra_op_threads(os.environ) or cpu_threads.threads_per_replica(
         cpu_threads.available_cores(), 2
     )
-    assert f"2 logical CPU devices, {threads} intra-op thread(s) per op" in first.log
+    assert f"2 logical CPU devices, an intra-op pool each of {threads} thread(s)" in first.log
     assert "resuming from step 3 of 6" in second.log
     checkpoints = second.base_dir / "checkpoints"
     assert (checkpoints / "ckpt-3.index").is_file() and (checkpoints / "ckpt-6.index").is_file()

@@ -232,3 +232,9 @@ def test_launch_local_does_not_import_tensorflow():
     code = "import sys, sagemaker_tfod.launch.cli; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_metric_lines_are_logged_as_training_lines():
+    from sagemaker_tfod.container import training
+
+    assert distribution.METRIC_LOGGER is training.logger
