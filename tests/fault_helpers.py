@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from conftest import cannot_run_here
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -63,19 +63,12 @@ def noise_voc(root: Path, count: int, width: int = 320, height: int = 240) -> in
     return total
 
 
-def _cannot(reason: str) -> None:
-    """Under CI (`CI` set, as .ci/run runs) a missing tmpfs fails the test; by hand it skips."""
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 @contextlib.contextmanager
 def small_filesystem(mount_point: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` (e.g. "4m") mounted at `mount_point`: a real disk that fills up.
     Skips the test when this machine cannot mount one (mounting needs root)."""
     if os.geteuid() != 0:
-        _cannot("a full-disk test mounts a small tmpfs, which needs root; run as root")
+        cannot_run_here("a full-disk test mounts a small tmpfs, which needs root; run as root")
     mount_point.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(mount_point)],
@@ -84,7 +77,8 @@ def small_filesystem(mount_point: Path, size: str) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        _cannot(f"cannot mount a tmpfs here, so no full disk to test: {done.stderr.strip()}")
+        reason = done.stderr.strip()
+        cannot_run_here(f"cannot mount a tmpfs here, so no full disk to test: {reason}")
     try:
         yield mount_point
     finally:

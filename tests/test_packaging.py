@@ -25,7 +25,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import WHEEL_SOURCES
+from tests.conftest import WHEEL_SOURCES, cannot_run_here
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCE_FOLDERS = ("container", "data_prep", "edge", "launch")
@@ -284,3 +284,12 @@ def test_the_pi_extra_from_a_git_url_imports_every_edge_module_without_tensorflo
     assert completed.returncode == 0, completed.stderr[-3000:]
     usage = _run(bin_dir, "tfod-edge", "detect", "--help", cwd=tmp_path)
     assert usage.returncode == 0 and "picam" in usage.stdout
+
+
+def test_a_machine_that_cannot_run_a_test_fails_it_under_ci_and_skips_it_by_hand(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no tmpfs"):
+        cannot_run_here("no tmpfs")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no tmpfs"):
+        cannot_run_here("no tmpfs")

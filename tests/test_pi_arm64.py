@@ -27,7 +27,14 @@ import numpy as np
 import pytest
 
 from tests import arm64_root
-from tests.conftest import REPO, TINY_PIPELINE_YAML, build_wheel, make_base_dir, run_container
+from tests.conftest import (
+    REPO,
+    TINY_PIPELINE_YAML,
+    build_wheel,
+    cannot_run_here,
+    make_base_dir,
+    run_container,
+)
 
 # The first test also waits for the module's setup: on a cold machine the root (debootstrap
 # under qemu), the training run and the emulated pip install, each several minutes on a busy
@@ -81,9 +88,7 @@ def root() -> pathlib.Path:
     try:
         arm64_root.ensure_emulation()
     except arm64_root.EmulationUnavailable as reason:
-        if os.environ.get("CI"):  # .ci/run installs qemu-user-static: a missing one is a failure
-            pytest.fail(f"aarch64 emulation is not available here: {reason}", pytrace=False)
-        pytest.skip(f"aarch64 emulation is not available here: {reason}")
+        cannot_run_here(f"aarch64 emulation is not available here: {reason}")
     return arm64_root.build_root()
 
 
