@@ -47,6 +47,12 @@ def user_intra_op_threads(environ: Mapping[str, str]) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
 
 
+def replica_intra_op_threads(environ: Mapping[str, str], cores: int, replicas: int) -> int:
+    """Intra-op threads for each of `replicas` sharing `cores`: the user's own
+    `TF_NUM_INTRAOP_THREADS` when set, else an even share."""
+    return user_intra_op_threads(environ) or threads_per_replica(cores, replicas)
+
+
 def logical_devices_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """What to add to the environment, before TensorFlow's runtime starts, so that logical CPU
     devices get an intra-op pool each (unless the user chose otherwise)."""
@@ -62,6 +68,6 @@ def shared_cpu_environment(environ: Mapping[str, str], replicas: int, cores: int
     """`environ` for one of `replicas` processes sharing `cores`: TensorFlow's intra-op
     threads set to its share, unless the user chose a number (or there is nothing to share)."""
     environment = dict(environ)
-    if replicas > 1 and user_intra_op_threads(environ) is None:
-        environment[INTRA_OP_THREADS_ENV] = str(threads_per_replica(cores, replicas))
+    if replicas > 1:
+        environment[INTRA_OP_THREADS_ENV] = str(replica_intra_op_threads(environ, cores, replicas))
     return environment

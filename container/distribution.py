@@ -362,10 +362,8 @@ def _configure_cpu_devices(count: int) -> None:
     )
     # Read when the runtime creates the devices, which has not happened yet.
     os.environ.update(cpu_threads.logical_devices_environment(os.environ))
-    threads = cpu_threads.user_intra_op_threads(os.environ)
-    if threads is None:
-        threads = cpu_threads.threads_per_replica(cpu_threads.available_cores(), count)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    threads = cpu_threads.replica_intra_op_threads(os.environ, cpu_threads.available_cores(), count)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
     pools = (
         "an intra-op pool each" if cpu_threads.pools_per_device(os.environ) else "one shared pool"
     )

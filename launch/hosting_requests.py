@@ -121,10 +121,6 @@ def _tags(tags: Mapping[str, Any]) -> list[dict[str, str]]:
     return request_checks.tag_list(stringify_hyperparameters(tags))
 
 
-def _check_name(problems: list[str], what: str, name: str, flag: str) -> None:
-    problems += request_checks.name_problems(what, name, flag)
-
-
 def _raise(problems: list[str]) -> None:
     if problems:
         raise LaunchError("; ".join(problems))
@@ -132,7 +128,9 @@ def _raise(problems: list[str]) -> None:
 
 def build_create_model_request(spec: ModelSpec) -> dict[str, Any]:
     problems: list[str] = []
-    _check_name(problems, "model name", spec.model_name, "derived from --endpoint-name")
+    problems += request_checks.name_problems(
+        "model name", spec.model_name, "derived from --endpoint-name"
+    )
     problems += request_checks.image_problems(spec.image_uri)
     problems += request_checks.role_problems(spec.role_arn)
     if not (is_s3_uri(spec.model_data_url) and spec.model_data_url.endswith(".tar.gz")):
@@ -163,7 +161,9 @@ def build_create_model_request(spec: ModelSpec) -> dict[str, Any]:
 
 def build_create_endpoint_config_request(spec: EndpointSpec) -> dict[str, Any]:
     problems: list[str] = []
-    _check_name(problems, "endpoint config name", spec.config_name, "--endpoint-name")
+    problems += request_checks.name_problems(
+        "endpoint config name", spec.config_name, "--endpoint-name"
+    )
     variant: dict[str, Any] = {"VariantName": VARIANT_NAME, "ModelName": spec.model_name}
     if spec.serverless:
         if spec.serverless_memory_mb not in SERVERLESS_MEMORY_MB:
@@ -207,7 +207,7 @@ def build_create_endpoint_config_request(spec: EndpointSpec) -> dict[str, Any]:
 
 def build_create_endpoint_request(spec: EndpointSpec) -> dict[str, Any]:
     problems: list[str] = []
-    _check_name(problems, "endpoint name", spec.endpoint_name, "--endpoint-name")
+    problems += request_checks.name_problems("endpoint name", spec.endpoint_name, "--endpoint-name")
     _raise(problems)
     request: dict[str, Any] = {
         "EndpointName": spec.endpoint_name,
@@ -268,7 +268,9 @@ def build_create_transform_job_request(spec: TransformSpec) -> dict[str, Any]:
     GET /execution-parameters, which knows its worker count and its payload limit.
     """
     problems: list[str] = []
-    _check_name(problems, "transform job name", spec.job_name, "--transform-job-name")
+    problems += request_checks.name_problems(
+        "transform job name", spec.job_name, "--transform-job-name"
+    )
     for name, uri in (("images", spec.input_s3_uri), ("output", spec.output_s3_uri)):
         if not is_s3_uri(uri):
             problems.append(f"{name} '{uri}' is not an s3://bucket/prefix URI")

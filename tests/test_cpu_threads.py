@@ -13,6 +13,7 @@ from sagemaker_tfod.container.cpu_threads import (
     available_cores,
     logical_devices_environment,
     pools_per_device,
+    replica_intra_op_threads,
     shared_cpu_environment,
     threads_per_replica,
     user_intra_op_threads,
@@ -63,6 +64,8 @@ def test_several_replicas_get_their_share_and_one_is_left_alone():
 def test_the_users_own_setting_wins():
     environ = {INTRA_OP_THREADS_ENV: "6"}
     assert shared_cpu_environment(environ, replicas=2, cores=8)[INTRA_OP_THREADS_ENV] == "6"
+    assert replica_intra_op_threads(environ, cores=8, replicas=2) == 6
+    assert replica_intra_op_threads({INTRA_OP_THREADS_ENV: "0"}, cores=8, replicas=2) == 4
 
 
 def test_local_workers_share_the_machine(tmp_path: Path):

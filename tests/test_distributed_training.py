@@ -141,9 +141,7 @@ def test_mirrored_strategy_over_two_devices_trains_checkpoints_resumes_and_expor
     assert first.returncode == 0, first.log[-3000:]
     assert second.returncode == 0, second.log[-3000:]
     assert "MirroredStrategy over 2 device(s) (/cpu:0, /cpu:1)" in first.log
-    threads = cpu_threads.user_intra_op_threads(os.environ) or cpu_threads.threads_per_replica(
-        cpu_threads.available_cores(), 2
-    )
+    threads = cpu_threads.replica_intra_op_threads(os.environ, cpu_threads.available_cores(), 2)
     assert f"2 logical CPU devices, an intra-op pool each of {threads} thread(s)" in first.log
     assert "resuming from step 3 of 6" in second.log
     checkpoints = second.base_dir / "checkpoints"
